@@ -1,0 +1,253 @@
+"""One typed configuration, read in one place.
+
+An experiment is a YAML file that may inherit another through ``_base_: other.yaml`` (a path relative to
+the file) and override a few keys. Command-line overrides are ``key.sub=value`` strings whose values are
+parsed as YAML scalars (``train.lr=1e-4``, ``data.split=2``, ``model.fusion=cross``). The merged mapping
+is validated into the dataclasses below: an unknown key is an error that names the key and the closest
+valid one, and a value of the wrong type is an error that names the key and the expected type.
+
+Only ``build_*`` functions read a :class:`Config`; classes take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be turned into a :class:`Config`."""
+
+
+@dataclass
+class DataConfig:
+    """Which data set and split, and how images are sized and augmented."""
+
+    dataset: str = "synthetic"  # synthetic | coco | voc | custom
+    root: str | None = None  # data root; else $IA_DETR_DATA_ROOT; else ./datasets
+    split: int = 1  # one-shot split 1..4 (VOC has one split; any value is accepted)
+    # custom COCO-format data (dataset: custom)
+    train_annotations: str | None = None
+    train_images: str | None = None
+    test_annotations: str | None = None
+    test_images: str | None = None
+    unseen_classes: list[str] = field(default_factory=list)
+    # query (reference) pools; built from the ground truth when not given
+    train_query_pool: str | None = None
+    test_query_pool: str | None = None
+    min_query_size: int = 16  # smallest side (pixels) of a ground-truth box usable as a query
+    # target image sizes: shorter side drawn from target_sizes in training, test_size at test time
+    target_sizes: list[int] = field(default_factory=lambda: [400, 432, 464, 496, 528, 544])
+    target_max_size: int = 512
+    test_size: int = 512
+    query_size: int = 300  # longer side of the query patch
+    size_divisor: int = 32  # the common grid is padded to a multiple of this
+    hflip: bool = True
+    random_crop: bool = True
+    query_augment: bool = True
+    num_workers: int = 2
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"  # resnet18 | resnet50 | swin_v2_s | tiny
+    weights: str | None = None  # torchvision weights name (e.g. IMAGENET1K_V2) or a local file
+    freeze_bn: bool = True
+    trainable: bool = True
+    width: int = 32  # channels of the "tiny" backbone's first stage
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fusion: str = "indirect"  # indirect | cross | misaligned
+    hidden_dim: int = 256
+    num_heads: int = 8
+    num_layers: int = 6
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    num_queries: int = 300  # one-to-one queries
+    num_queries_one2many: int = 1500  # 0 disables hybrid matching
+    one2many_repeats: int = 6
+    bias_hidden_dim: int = 512  # box relative position bias MLP width
+    look_forward_twice: bool = True
+    identity_dim: int = 0  # >0 adds the training-only base-class identity head
+
+
+@dataclass
+class LossConfig:
+    class_weight: float = 2.0
+    l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    match_class_cost: float = 2.0
+    match_l1_cost: float = 5.0
+    match_giou_cost: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    one2many_weight: float = 1.0
+    identity_weight: float = 1.0
+    contrastive_weight: float = 2.0
+    contrastive_temperature: float = 0.5
+    contrastive_dim: int = 128
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 2  # 1: self-supervised (query cropped from the target), 2: one-shot episodes
+    output_dir: str = "outputs/run"
+    init_from: str | None = None  # checkpoint whose model weights start this run (e.g. stage 1)
+    seed: int = 42
+    device: str = "auto"
+    batch_size: int = 2
+    max_steps: int = 100_000
+    max_minutes: float = 0.0  # >0 stops (after a checkpoint) when this wall time is reached
+    lr: float = 2e-4
+    backbone_lr_scale: float = 0.1
+    layer_decay: float = 0.9
+    weight_decay: float = 0.05
+    warmup_steps: int = 1000
+    lr_drop_at: float = 0.8  # fraction of max_steps after which lr is multiplied by 0.1
+    clip_grad_norm: float = 0.1
+    grad_accum: int = 1
+    amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only)
+    ema_decay: float = 0.0  # >0 keeps an EMA of the weights, used for evaluation
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # 0: evaluate only at the end
+    log_every: int = 20
+    tensorboard: bool = False
+
+
+@dataclass
+class EvalConfig:
+    repeats: int = 5
+    max_detections: int = 100
+    absent: bool = False  # extended protocol: also query classes absent from the image
+    absent_per_image: int = 2
+    max_images: int = 0  # 0: all test images
+    batch_size: int = 4
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------------
+# loading
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} inherits itself through _base_")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with path.open() as handle:
+        raw = yaml.safe_load(handle) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(raw).__name__}")
+    base = raw.pop("_base_", None)
+    if base is None:
+        return raw
+    merged = _read_yaml(path.parent / base, (*seen, path))
+    return merge(merged, raw)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, other values replace)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into ``{"a": {"b": 1}, "c": "x"}``, values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, text = item.split("=", 1)
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` (with its ``_base_`` chain), apply ``overrides``, validate into a :class:`Config`."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    raw = merge(raw, parse_overrides(overrides or []))
+    return from_dict(Config, raw)
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Validate ``raw`` into dataclass ``cls``; unknown keys and wrong types raise :class:`ConfigError`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {sorted(fields)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, name + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {name} must be a list, got {value!r}")
+        return [_coerce(args[0], v, name) for v in value]
+    if hint is float:
+        # YAML 1.1 reads "5e-4" (no dot) as a string, so numeric strings are accepted for floats
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {name} must be a number, got {value!r}") from None
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key {name} must be true or false, got {value!r}")
+    if hint is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"config key {name} must be an integer, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"config key {name} must be a string, got {value!r}")
+    return value
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    with Path(path).open("w") as handle:
+        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)

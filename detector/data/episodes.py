@@ -1,0 +1,138 @@
+"""One-shot episodes: which target image is searched for which class, with which query exemplar.
+
+Training (:class:`TrainEpisodeSampler`): each target image that holds a seen class is visited once per
+epoch in a seeded order; the class is drawn among the seen classes present in it with weights inversely
+proportional to the class's image frequency; the query exemplar is drawn from the class's pool, never from
+the target image itself. Episode ``(epoch, index)`` is a pure function of the seed, so a resumed run
+continues with exactly the episodes it would have seen.
+
+Evaluation (:func:`evaluation_episodes`), the standard protocol: for every test image and every evaluated
+class present in it, a RNG seeded with the image id shuffles the class's pool and repeat ``r`` uses the
+query at position ``r``. Exemplars cropped from the test image itself are removed from the pool first.
+Optionally (extended protocol) classes absent from the image are queried the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .query_pool import QueryPool, QueryRecord
+from .records import DetectionData
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Search ``data.images[image_index]`` for class ``category_id`` given exemplar ``query``."""
+
+    image_index: int
+    category_id: int
+    query: QueryRecord
+    repeat: int = 0
+    present: bool = True
+
+
+class TrainEpisodeSampler:
+    """Seeded, resumable training episodes over the images of ``data`` that hold a class of ``class_ids``."""
+
+    def __init__(self, data: DetectionData, pool: QueryPool, class_ids: set[int], seed: int = 0) -> None:
+        self.data, self.pool, self.seed = data, pool, seed
+        self.class_ids = set(class_ids)
+        self.eligible: list[int] = []
+        self.present: list[list[int]] = []
+        frequency: dict[int, int] = {}
+        for index, record in enumerate(data.images):
+            usable = sorted(
+                c for c in record.classes() & self.class_ids if self._has_query(c, record.image_id)
+            )
+            if usable:
+                self.eligible.append(index)
+                self.present.append(usable)
+                for c in usable:
+                    frequency[c] = frequency.get(c, 0) + 1
+        if not self.eligible:
+            raise ValueError(
+                f"no image of {data.name} holds a training class with a query exemplar from "
+                f"another image; check the split and the query pool"
+            )
+        self.frequency = frequency
+        self._epoch, self._order = -1, np.arange(0)
+
+    def _has_query(self, category_id: int, image_id: int) -> bool:
+        return bool((self.pool.image_ids(category_id) != image_id).any())
+
+    def __len__(self) -> int:
+        return len(self.eligible)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.eligible))
+        return self._order
+
+    def episode(self, epoch: int, index: int) -> Episode:
+        slot = int(self.order(epoch)[index % len(self.eligible)])
+        image_index = self.eligible[slot]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        classes = self.present[slot]
+        weights = np.array([1.0 / self.frequency[c] for c in classes])
+        category = classes[int(rng.choice(len(classes), p=weights / weights.sum()))]
+        return Episode(image_index, category, self._draw_query(category, image_index, rng))
+
+    def _draw_query(self, category_id: int, image_index: int, rng: np.random.Generator) -> QueryRecord:
+        candidates = self.pool.for_class(category_id)
+        image_id = self.data.images[image_index].image_id
+        for _ in range(32):  # rejection first: pools of frequent classes are large
+            query = candidates[int(rng.integers(len(candidates)))]
+            if query.image_id != image_id:
+                return query
+        others = [q for q in candidates if q.image_id != image_id]
+        return others[int(rng.integers(len(others)))]
+
+
+def evaluation_queries(pool: QueryPool, category_id: int, image_id: int, repeats: int) -> list[QueryRecord]:
+    """The standard protocol's queries for repeats ``0..repeats-1`` of (image, class).
+
+    ``RandomState(image_id)`` shuffles the class's pool (without the image's own exemplars); repeat ``r``
+    takes position ``r`` (cycling when the pool is shorter than ``repeats``). Empty if the pool has none.
+    """
+    records = pool.for_class(category_id)
+    candidates = np.flatnonzero(pool.image_ids(category_id) != image_id)
+    if len(candidates) == 0:
+        return []
+    order = np.random.RandomState(image_id % 2**32).permutation(len(candidates))
+    return [records[int(candidates[order[r % len(candidates)]])] for r in range(repeats)]
+
+
+def evaluation_episodes(
+    data: DetectionData,
+    pool: QueryPool,
+    class_ids: set[int],
+    repeats: int = 5,
+    absent_per_image: int = 0,
+    max_images: int = 0,
+) -> list[list[Episode]]:
+    """Episodes of the standard protocol, one list per repeat.
+
+    With ``absent_per_image > 0`` each image also gets that many classes of ``class_ids`` that are not
+    annotated in it and have exemplars (drawn with a RNG seeded by the image id), marked ``present=False``.
+    """
+    images = data.images[:max_images] if max_images else data.images
+    per_repeat: list[list[Episode]] = [[] for _ in range(repeats)]
+    for record in images:
+        index = data.index_of(record.image_id)
+        present = sorted(record.classes() & class_ids)
+        absent: list[int] = []
+        if absent_per_image:
+            annotated = {int(c) for c in record.labels}
+            choices = sorted(c for c in class_ids - annotated if pool.for_class(c))
+            rng = np.random.default_rng([record.image_id, 1])
+            absent = sorted(
+                int(c) for c in rng.choice(choices, min(absent_per_image, len(choices)), replace=False)
+            )
+        for category_id, is_present in [(c, True) for c in present] + [(c, False) for c in absent]:
+            queries = evaluation_queries(pool, category_id, record.image_id, repeats)
+            for repeat, query in enumerate(queries):
+                per_repeat[repeat].append(Episode(index, category_id, query, repeat, is_present))
+    return per_repeat

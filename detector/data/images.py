@@ -1,0 +1,87 @@
+"""Reading images robustly: one function that every loader uses.
+
+Images are returned as ``uint8`` RGB arrays of shape ``(H, W, 3)`` with EXIF orientation applied:
+grayscale is replicated to three channels, an alpha channel is composited over black and dropped,
+16-bit images are scaled to 8 bits (65535 -> 255), float images in [0, 1] by 255, palette images are
+expanded.
+Anything that cannot be decoded raises :class:`ImageReadError`, which names the file and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow refuses very large images as a "decompression bomb"; detection images of 100+ megapixels exist
+# (aerial, pathology), so the limit is raised to 400 megapixels and documented.
+Image.MAX_IMAGE_PIXELS = 400_000_000
+
+
+class ImageReadError(ValueError):
+    """An image that is missing, unreadable or corrupt."""
+
+    def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        message = f"cannot read image {self.path}: {reason}"
+        if fix:
+            message += f" ({fix})"
+        super().__init__(message)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read ``path`` as an RGB ``uint8`` array ``(H, W, 3)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(
+            path, "file does not exist", "check the image folder in the config or the annotation file_name"
+        )
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            array = to_rgb_array(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ImageReadError(
+            path, f"not a decodable image ({error})", "re-export the file or remove it from the data set"
+        ) from error
+    return array
+
+
+def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Convert a PIL image or an array (gray, RGB, RGBA; 8, 16 or 32 bit) to an RGB ``uint8`` array."""
+    if isinstance(image, Image.Image):
+        if image.mode == "P":
+            image = image.convert("RGBA")
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F") or image.mode in ("RGBA", "LA", "RGB", "L"):
+            array = np.asarray(image)
+        else:
+            array = np.asarray(image.convert("RGB"))
+    else:
+        array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image array must be (H, W), (H, W, 1|3|4); got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = _to_uint8(array)
+    channels = array.shape[2]
+    if channels in (2, 4):  # composite over black, then drop alpha
+        alpha = array[:, :, -1:].astype(np.float32) / 255.0
+        array = (array[:, :, :-1].astype(np.float32) * alpha).round().astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"image has no pixels (shape {array.shape})")
+    return np.ascontiguousarray(array)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    values = array.astype(np.float64)
+    peak = values.max(initial=0.0)
+    if np.issubdtype(array.dtype, np.floating) and peak <= 1.0:
+        values = values * 255.0  # floats in [0, 1]
+    elif peak > 255:
+        values = values / 257.0  # 16-bit range: 65535 -> 255
+    return np.clip(values.round(), 0, 255).astype(np.uint8)

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detector.data.synthetic import BenchmarkSize, generate
+
+TINY = BenchmarkSize(train_images=48, test_images=24)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A tiny embedded benchmark, generated once per test session."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, TINY, seed=0, workers=1)
+    return root

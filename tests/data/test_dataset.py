@@ -1,0 +1,84 @@
+import logging
+import shutil
+
+import torch
+
+from detector.config import DataConfig
+from detector.data.catalog import load_dataset, split_for
+from detector.data.checker import check_coco
+from detector.data.dataset import EpisodeDataset, EpochEpisodes, collate
+from detector.data.episodes import TrainEpisodeSampler
+from detector.data.query_pool import QueryPool
+from detector.data.splits import seen_only
+from detector.data.transforms import QueryTransform, TargetTransform
+
+
+def _dataset(root, seed=0):
+    config = DataConfig(dataset="synthetic", root=str(root.parent), split=1)
+    data = load_dataset(config, "train")
+    split = split_for(config, data.class_names())
+    train = seen_only(data, split)
+    pool = QueryPool.from_data(train, 8)
+    sampler = TrainEpisodeSampler(train, pool, {train.category(n).id for n in split.seen}, seed)
+    dataset = EpisodeDataset(
+        train,
+        EpochEpisodes(sampler, 0),
+        TargetTransform(True, [128, 160], 192, 160),
+        QueryTransform(True, 64),
+        seed,
+    )
+    return dataset
+
+
+def _linked_root(synthetic_root, tmp_path):
+    root = tmp_path / "synthetic"
+    shutil.copytree(synthetic_root, root)
+    return root
+
+
+def test_batches_from_episodes(synthetic_root, tmp_path):
+    dataset = _dataset(_linked_root(synthetic_root, tmp_path))
+    batch = collate([dataset[0], dataset[1], dataset[2]])
+    assert batch.target_images.shape[0] == 3 and batch.target_images.shape[2] % 32 == 0
+    for target, meta in zip(batch.targets, batch.meta):
+        assert len(target["boxes"]) >= 1  # the query class is present in the target
+        assert ((target["boxes"] >= 0) & (target["boxes"] <= 1)).all()
+        assert (target["all_labels"] == meta["category_id"]).sum() == len(target["boxes"])
+    again = _dataset(_linked_root(synthetic_root, tmp_path / "b"))
+    assert torch.equal(again[1].target_image, dataset[1].target_image)
+    assert torch.equal(again[1].query_image, dataset[1].query_image)
+
+
+def test_bad_image_skipped_with_warning(synthetic_root, tmp_path, caplog):
+    root = _linked_root(synthetic_root, tmp_path)
+    dataset = _dataset(root)
+    episode = dataset.episodes[0]
+    dataset.data.images[episode.image_index].path.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        sample = dataset[0]
+    assert sample.meta["image_id"] != dataset.data.images[episode.image_index].image_id
+    assert dataset.skipped == 1
+    assert "not a decodable image" in caplog.text
+
+
+def test_checker_reports_problems(synthetic_root, tmp_path):
+    import json
+
+    root = _linked_root(synthetic_root, tmp_path)
+    clean = check_coco(root / "annotations" / "train.json", root / "train", min_query_size=4)
+    problems = {k: v for k, v in clean["problems"].items() if v}
+    # the tiny benchmark lacks some of its 42 classes; nothing else may be wrong
+    assert set(problems) <= {"classes_without_queries"}, problems
+    coco = json.loads((root / "annotations" / "test.json").read_text())
+    coco["annotations"][0]["bbox"] = [0, 0, 0, 5]
+    coco["annotations"][1]["bbox"] = [5000, 5, 10, 10]
+    coco["annotations"][2]["category_id"] = 999
+    (root / "test" / coco["images"][0]["file_name"]).unlink()
+    (root / "test" / coco["images"][1]["file_name"]).write_bytes(b"junk")
+    (root / "bad.json").write_text(json.dumps(coco))
+    report = check_coco(root / "bad.json", root / "test", min_query_size=4)
+    problems = report["problems"]
+    assert not report["ok"]
+    assert len(problems["degenerate_boxes"]) == 1 and len(problems["boxes_outside_image"]) == 1
+    assert len(problems["unknown_category_ids"]) == 1 and "999" in problems["unknown_category_ids"][0]
+    assert len(problems["missing_images"]) == 1 and len(problems["unreadable_images"]) == 1

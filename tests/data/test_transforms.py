@@ -1,0 +1,72 @@
+import numpy as np
+import torch
+
+from detector.data.dataset import collate, xyxy_to_normalized_cxcywh
+from detector.data.transforms import QueryTransform, TargetTransform, crop_box, to_tensor
+
+
+def _image_with_rectangle(h=300, w=420, box=(100, 60, 180, 200)):
+    image = np.zeros((h, w, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = 255
+    return image, np.array([box], np.float32)
+
+
+def _ink_extent(image):
+    ys, xs = np.nonzero(image[:, :, 0] > 127)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def test_train_transform_boxes_still_frame_the_drawn_object():
+    image, boxes = _image_with_rectangle()
+    transform = TargetTransform(train=True, sizes=[200, 256, 320], max_size=400, test_size=256)
+    for seed in range(25):
+        out = transform(image, boxes, np.array([3]), seed)
+        assert out.image.shape[0] <= 400 and out.image.shape[1] <= 400
+        assert min(out.image.shape[:2]) in (200, 256, 320) or max(out.image.shape[:2]) == 400
+        assert len(out.boxes) == 1 and out.labels.tolist() == [3]
+        np.testing.assert_allclose(out.boxes[0], _ink_extent(out.image), atol=2.0)
+
+
+def test_test_transform_is_a_pure_resize():
+    image, boxes = _image_with_rectangle()
+    out = TargetTransform(train=False, sizes=[1], max_size=1000, test_size=150)(
+        image, boxes, np.array([1]), 0
+    )
+    assert out.image.shape[:2] == (150, 210)
+    np.testing.assert_allclose(out.boxes[0], boxes[0] * 0.5, atol=1e-3)
+
+
+def test_query_patch_is_the_box_content():
+    image, boxes = _image_with_rectangle()
+    patch = crop_box(image, tuple(boxes[0]))
+    assert patch.shape == (140, 80, 3) and (patch == 255).all()
+    out = QueryTransform(train=False, query_size=70)(image, tuple(boxes[0]), 0)
+    assert out.shape == (70, 40, 3)
+    augmented = QueryTransform(train=True, query_size=70)(image, tuple(boxes[0]), 3)
+    assert max(augmented.shape[:2]) == 70
+
+
+def test_collate_common_grid_and_masks():
+    from detector.data.dataset import Sample
+
+    samples = []
+    for (h, w), (qh, qw) in [((100, 140), (60, 30)), ((130, 90), (64, 64))]:
+        samples.append(Sample(torch.ones(3, h, w), torch.ones(3, qh, qw), {"boxes": torch.zeros(0, 4)}, {}))
+    batch = collate(samples, size_divisor=32)
+    assert batch.target_images.shape == (2, 3, 160, 160)
+    assert batch.query_images.shape == (2, 3, 160, 160)
+    assert not batch.target_masks[0, :100, :140].any() and batch.target_masks[0, 100:, :].all()
+    assert batch.target_masks[0, :, 140:].all()
+    assert not batch.query_masks[1, :64, :64].any() and batch.query_masks[1, 64:].all()
+    assert (batch.target_images[batch.target_masks.unsqueeze(1).expand_as(batch.target_images)] == 0).all()
+
+
+def test_box_normalisation_and_tensor():
+    boxes = xyxy_to_normalized_cxcywh(np.array([[10, 20, 30, 60]]), width=100, height=200)
+    torch.testing.assert_close(boxes, torch.tensor([[0.2, 0.2, 0.2, 0.2]]))
+    tensor = to_tensor(np.full((4, 5, 3), 255, np.uint8))
+    assert tensor.shape == (3, 4, 5)
+    torch.testing.assert_close(
+        tensor[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])
+    )
