@@ -1,0 +1,1 @@
+"""The paper's synthetic attention study: tasks, sequence models, theory checks, figures."""
