@@ -78,7 +78,7 @@ class ModelConfig:
     one2many_repeats: int = 6
     bias_hidden_dim: int = 512  # box relative position bias MLP width
     look_forward_twice: bool = True
-    identity_dim: int = 0  # >0 adds the training-only base-class identity head
+    identity_classes: int = 0  # >0: training-only base-class identity head over this many category ids
 
 
 @dataclass

@@ -5,6 +5,13 @@ from .blocks import CrossAttention, DoubleCrossAttention, IndirectAttention, Mis
 from .functional import attend, attend_reference, attention_weights
 
 __all__ = [
-    "BoxRelativePositionBias", "CrossAttention", "DoubleCrossAttention", "IndirectAttention",
-    "MisalignedAttention", "SequenceOffsetBias", "attend", "attend_reference", "attention_weights",
+    "BoxRelativePositionBias",
+    "CrossAttention",
+    "DoubleCrossAttention",
+    "IndirectAttention",
+    "MisalignedAttention",
+    "SequenceOffsetBias",
+    "attend",
+    "attend_reference",
+    "attention_weights",
 ]

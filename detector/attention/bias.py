@@ -1,4 +1,4 @@
-"""Relation biases ``f(P_ij)``: small learned functions of how query ``i`` relates to key/value position ``j``.
+"""Relation biases ``f(P_ij)``: learned functions of how query ``i`` relates to key/value position ``j``.
 
 Each module returns an additive attention bias of shape ``(B, heads, Nq, n)``, one value per head.
 
@@ -30,7 +30,7 @@ class SequenceOffsetBias(nn.Module):
         self.mlp = _mlp(1, hidden_dim, num_heads)
 
     def forward(self, query_positions: torch.Tensor, num_keys: int) -> torch.Tensor:
-        """``query_positions``: ``(B, Nq)`` float reference positions. Returns ``(B, heads, Nq, num_keys)``."""
+        """``query_positions``: ``(B, Nq)`` float reference positions. Returns ``(B, heads, Nq, n)``."""
         keys = torch.arange(num_keys, device=query_positions.device, dtype=query_positions.dtype)
         offsets = keys[None, None, :] - query_positions[:, :, None]  # (B, Nq, n)
         return self.mlp(offsets.unsqueeze(-1)).permute(0, 3, 1, 2)
@@ -50,7 +50,9 @@ class BoxRelativePositionBias(nn.Module):
         self.mlp_x = _mlp(2, hidden_dim, num_heads)
         self.mlp_y = _mlp(2, hidden_dim, num_heads)
 
-    def forward(self, boxes: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, boxes: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor
+    ) -> torch.Tensor:
         """Args:
             boxes: ``(B, Nq, 4)`` ``cxcywh`` normalised by each target image's own (unpadded) size.
             grid_size: ``(h, w)`` cells of the (padded) feature grid.

@@ -45,13 +45,24 @@ class _MultiHead(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
 
-    def _attend(self, query: torch.Tensor, keys_from: torch.Tensor, values_from: torch.Tensor,
-                key_padding_mask: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    def _attend(
+        self,
+        query: torch.Tensor,
+        keys_from: torch.Tensor,
+        values_from: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
         if keys_from.shape[1] != values_from.shape[1]:
-            raise ValueError(f"keys ({keys_from.shape[1]}) and values ({values_from.shape[1]}) must have the same "
-                             f"length; pad the shorter sequence")
-        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(keys_from)), self._split(
-            self.v_proj(values_from))
+            raise ValueError(
+                f"keys ({keys_from.shape[1]}) and values ({values_from.shape[1]}) must have the same "
+                f"length; pad the shorter sequence"
+            )
+        q, k, v = (
+            self._split(self.q_proj(query)),
+            self._split(self.k_proj(keys_from)),
+            self._split(self.v_proj(values_from)),
+        )
         if self.reference:
             out = attend_reference(q, k, v, bias, key_padding_mask)
         else:
@@ -63,13 +74,21 @@ class _MultiHead(nn.Module):
 class IndirectAttention(_MultiHead):
     """``softmax(q k^T / sqrt(d) + f(P)) v`` with ``k`` from ``conditioning`` and ``v`` from ``content``."""
 
-    def __init__(self, dim: int, num_heads: int, bias: nn.Module, dropout: float = 0.0,
-                 reference: bool = False) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, bias: nn.Module, dropout: float = 0.0, reference: bool = False
+    ) -> None:
         super().__init__(dim, num_heads, dropout, reference)
         self.bias = bias
 
-    def forward(self, query: torch.Tensor, conditioning: torch.Tensor, content: torch.Tensor, *,
-                key_padding_mask: torch.Tensor | None = None, relation: dict | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        conditioning: torch.Tensor,
+        content: torch.Tensor,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        relation: dict | None = None,
+    ) -> torch.Tensor:
         if relation is None:
             raise ValueError("IndirectAttention needs relation=... for its bias module")
         return self._attend(query, conditioning, content, key_padding_mask, self.bias(**relation))
@@ -78,21 +97,35 @@ class IndirectAttention(_MultiHead):
 class MisalignedAttention(_MultiHead):
     """Keys from ``conditioning``, values from ``content``, plain scaled dot-product attention."""
 
-    def forward(self, query: torch.Tensor, conditioning: torch.Tensor, content: torch.Tensor, *,
-                key_padding_mask: torch.Tensor | None = None, relation: dict | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        conditioning: torch.Tensor,
+        content: torch.Tensor,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        relation: dict | None = None,
+    ) -> torch.Tensor:
         return self._attend(query, conditioning, content, key_padding_mask, None)
 
 
 class CrossAttention(_MultiHead):
     """Keys and values from ``conditioning``; ``content`` is not read (the query carries it)."""
 
-    def forward(self, query: torch.Tensor, conditioning: torch.Tensor, content: torch.Tensor | None = None, *,
-                key_padding_mask: torch.Tensor | None = None, relation: dict | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        conditioning: torch.Tensor,
+        content: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        relation: dict | None = None,
+    ) -> torch.Tensor:
         return self._attend(query, conditioning, conditioning, key_padding_mask, None)
 
 
 class DoubleCrossAttention(nn.Module):
-    """``fused = content + CA(content, conditioning)``; ``out = CA(query, fused)`` (pre-normed fusion step)."""
+    """``fused = content + CA(content, conditioning)``; ``out = CA(query, fused)`` (pre-normed fusion)."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, reference: bool = False) -> None:
         super().__init__()
@@ -100,7 +133,14 @@ class DoubleCrossAttention(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.read = CrossAttention(dim, num_heads, dropout, reference)
 
-    def forward(self, query: torch.Tensor, conditioning: torch.Tensor, content: torch.Tensor, *,
-                key_padding_mask: torch.Tensor | None = None, relation: dict | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        conditioning: torch.Tensor,
+        content: torch.Tensor,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        relation: dict | None = None,
+    ) -> torch.Tensor:
         fused = content + self.fuse(content, conditioning, key_padding_mask=key_padding_mask)
         return self.read(query, self.norm(fused), key_padding_mask=key_padding_mask)

@@ -28,8 +28,14 @@ def _masks(key_padding_mask: torch.Tensor | None) -> tuple[torch.Tensor | None, 
     return hide, empty
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
-           key_padding_mask: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
     """Fast path. Shapes: ``q (B, h, Nq, d)``, ``k, v (B, h, n, d)``, ``bias`` broadcastable to
     ``(B, h, Nq, n)``, ``key_padding_mask (B, n)`` bool (``True`` = padding). Returns ``(B, h, Nq, d)``."""
     hide, empty = _masks(key_padding_mask)
@@ -46,8 +52,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     return out
 
 
-def attend_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None,
-                     key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+def attend_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The same formula written out (no dropout); the tests hold :func:`attend` to it."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if bias is not None:
@@ -60,8 +71,12 @@ def attend_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     return weights @ v
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None,
-                      key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+def attention_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The weights ``a_ij`` ``(B, h, Nq, n)``, for inspection and pictures."""
     eye = torch.eye(k.shape[-2], dtype=k.dtype, device=k.device).expand(*k.shape[:-1], k.shape[-2])
     return attend_reference(q, k, eye, bias, key_padding_mask)

@@ -1,4 +1,4 @@
-"""The paper's synthetic experiments and noise analysis: table, learning curves, bias picture, theory plots."""
+"""The paper's synthetic experiments and noise analysis: table, curves, bias picture, theory plots."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny settings, for tests (seconds)")
     args = parser.parse_args(argv)
-    settings = StudySettings(tasks=tuple(args.tasks.split(",")), seeds=args.seeds, epochs=args.epochs,
-                             workers=args.workers)
+    settings = StudySettings(
+        tasks=tuple(args.tasks.split(",")), seeds=args.seeds, epochs=args.epochs, workers=args.workers
+    )
     trials = 4000
     if args.quick:
-        settings = StudySettings(tasks=settings.tasks, seeds=2, epochs=2, train_size=100, test_size=50,
-                                 layers=2, dim=32, workers=1)
+        settings = StudySettings(
+            tasks=settings.tasks, seeds=2, epochs=2, train_size=100, test_size=50, layers=2, dim=32, workers=1
+        )
         trials = 200
     report = run_study(settings, args.out, theory_trials=trials)
     print((__import__("pathlib").Path(args.out) / "results.md").read_text())

@@ -35,7 +35,9 @@ class StudySettings:
     workers: int = 2
 
 
-def _loss_and_correct(model: SequenceModel, data: TaskData, index: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+def _loss_and_correct(
+    model: SequenceModel, data: TaskData, index: torch.Tensor
+) -> tuple[torch.Tensor, int, int]:
     logits = model(data.x[index], data.y[index])
     target = data.target[index]
     if data.per_token:
@@ -77,8 +79,15 @@ def train_one(task: str, block: str, seed: int, settings: StudySettings) -> dict
             optimizer.step()
             schedule.step()
         curve.append(accuracy(model, test))
-    result = {"task": task, "block": block, "seed": seed, "curve": curve, "final": curve[-1],
-              "train_accuracy": accuracy(model, train), "seconds": round(time.perf_counter() - start, 1)}
+    result = {
+        "task": task,
+        "block": block,
+        "seed": seed,
+        "curve": curve,
+        "final": curve[-1],
+        "train_accuracy": accuracy(model, train),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     if block == "indirect" and seed == 0:
         _, biases = model(test.x[:50], test.y[:50], return_biases=True)
         result["bias"] = [b.mean(0).tolist() for b in biases]  # per layer: (heads, Nq, n)
@@ -94,7 +103,9 @@ def run_study(settings: StudySettings, out_dir: str | Path, theory_trials: int =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    jobs = [(t, b, s, settings) for t in settings.tasks for b in settings.blocks for s in range(settings.seeds)]
+    jobs = [
+        (t, b, s, settings) for t in settings.tasks for b in settings.blocks for s in range(settings.seeds)
+    ]
     if settings.workers > 1:
         with ProcessPoolExecutor(settings.workers) as pool:
             runs = list(pool.map(_job, jobs))
@@ -102,8 +113,13 @@ def run_study(settings: StudySettings, out_dir: str | Path, theory_trials: int =
         runs = [train_one(*job) for job in jobs]
     theory = run_theory(trials=theory_trials)
     summary = summarise(runs)
-    report = {"settings": settings.__dict__, "summary": summary, "runs": runs, "theory": theory,
-              "minutes": round((time.perf_counter() - start) / 60, 2)}
+    report = {
+        "settings": settings.__dict__,
+        "summary": summary,
+        "runs": runs,
+        "theory": theory,
+        "minutes": round((time.perf_counter() - start) / 60, 2),
+    }
     (out / "results.json").write_text(json.dumps(report))
     (out / "results.md").write_text(markdown_table(summary, settings) + "\n\n" + theory_table(theory))
     from .figures import bias_figure, curves_figure, theory_figures
@@ -131,29 +147,47 @@ NAMES = {"indirect": "Indirect attention", "cross": "Cross-attention", "misalign
 
 def markdown_table(summary: dict, settings: StudySettings) -> str:
     tasks = list(summary)
-    lines = [f"Test accuracy (%), mean ± std over {settings.seeds} seeds, {settings.epochs} epochs, "
-             f"{settings.train_size} train / {settings.test_size} test instances, {settings.layers} layers, "
-             f"{settings.heads} heads, hidden {settings.dim}.", "",
-             "| attention | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    lines = [
+        f"Test accuracy (%), mean ± std over {settings.seeds} seeds, {settings.epochs} epochs, "
+        f"{settings.train_size} train / {settings.test_size} test instances, {settings.layers} layers, "
+        f"{settings.heads} heads, hidden {settings.dim}.",
+        "",
+        "| attention | " + " | ".join(tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
     for block in settings.blocks:
-        cells = [f"{100 * summary[t][block]['mean']:.1f} ± {100 * summary[t][block]['std']:.1f}" for t in tasks]
+        cells = [
+            f"{100 * summary[t][block]['mean']:.1f} ± {100 * summary[t][block]['std']:.1f}" for t in tasks
+        ]
         lines.append(f"| {NAMES[block]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def theory_table(theory: dict) -> str:
-    lines = ["Value noise: E||o_hat - o*||^2 = sigma^2 d sum a_i^2 (Monte Carlo vs formula)", "",
-             "| d | sharpness | sigma | measured | predicted | rel. error | SNR measured | SNR predicted |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Value noise: E||o_hat - o*||^2 = sigma^2 d sum a_i^2 (Monte Carlo vs formula)",
+        "",
+        "| d | sharpness | sigma | measured | predicted | rel. error | SNR measured | SNR predicted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in theory["value_noise"]:
         rel = abs(r["measured_error"] / r["predicted_error"] - 1)
-        lines.append(f"| {r['d']} | {r['sharpness']} | {r['sigma']} | {r['measured_error']:.3f} | "
-                     f"{r['predicted_error']:.3f} | {100 * rel:.1f}% | {r['measured_snr']:.3f} | "
-                     f"{r['predicted_snr']:.3f} |")
-    lines += ["", "Misalignment: gamma = E||y_i - x_i||^2 vs ||mu_y - mu_x||^2 + 2d", "",
-              "| d | mean shift / coord | gamma measured | gamma predicted | noise per coord | SNR measured | "
-              "SNR predicted |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['d']} | {r['sharpness']} | {r['sigma']} | {r['measured_error']:.3f} | "
+            f"{r['predicted_error']:.3f} | {100 * rel:.1f}% | {r['measured_snr']:.3f} | "
+            f"{r['predicted_snr']:.3f} |"
+        )
+    lines += [
+        "",
+        "Misalignment: gamma = E||y_i - x_i||^2 vs ||mu_y - mu_x||^2 + 2d",
+        "",
+        "| d | mean shift / coord | gamma measured | gamma predicted | noise per coord | SNR measured | "
+        "SNR predicted |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in theory["misalignment"]:
-        lines.append(f"| {r['d']} | {r['shift']} | {r['measured_gamma']:.1f} | {r['predicted_gamma']:.1f} | "
-                     f"{r['noise_per_coordinate']:.2f} | {r['measured_snr']:.3f} | {r['predicted_snr']:.3f} |")
+        lines.append(
+            f"| {r['d']} | {r['shift']} | {r['measured_gamma']:.1f} | {r['predicted_gamma']:.1f} | "
+            f"{r['noise_per_coordinate']:.2f} | {r['measured_snr']:.3f} | {r['predicted_snr']:.3f} |"
+        )
     return "\n".join(lines)

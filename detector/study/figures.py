@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .experiment import NAMES  # noqa: E402
+from .experiment import NAMES
 
 
 def curves_figure(runs: list[dict], path: Path) -> None:
@@ -40,9 +40,12 @@ def bias_figure(runs: list[dict], path: Path) -> None:
     with_bias = [r for r in runs if "bias" in r]
     if not with_bias:
         return
-    fig, axes = plt.subplots(len(with_bias[0]["bias"]), len(with_bias) * len(with_bias[0]["bias"][0]),
-                             figsize=(1.3 * len(with_bias) * len(with_bias[0]["bias"][0]),
-                                      1.3 * len(with_bias[0]["bias"])), squeeze=False)
+    fig, axes = plt.subplots(
+        len(with_bias[0]["bias"]),
+        len(with_bias) * len(with_bias[0]["bias"][0]),
+        figsize=(1.3 * len(with_bias) * len(with_bias[0]["bias"][0]), 1.3 * len(with_bias[0]["bias"])),
+        squeeze=False,
+    )
     heads = len(with_bias[0]["bias"][0])
     for t, run in enumerate(with_bias):
         for layer, maps in enumerate(run["bias"]):
@@ -66,12 +69,18 @@ def theory_figures(theory: dict, out: Path) -> None:
     rows = [r for r in theory["value_noise"] if r["sharpness"] == 1.0]
     for sigma in sorted({r["sigma"] for r in rows}):
         sel = [r for r in rows if r["sigma"] == sigma]
-        axes[0].plot([r["d"] for r in sel], [r["measured_snr"] for r in sel], "o-", label=f"value noise sigma={sigma}")
+        axes[0].plot(
+            [r["d"] for r in sel], [r["measured_snr"] for r in sel], "o-", label=f"value noise sigma={sigma}"
+        )
     mis = theory["misalignment"]
     for shift in sorted({r["shift"] for r in mis}):
         sel = [r for r in mis if r["shift"] == shift]
-        axes[0].plot([r["d"] for r in sel], [r["measured_snr"] for r in sel], "s--", label=f"misaligned, shift={shift}")
-        axes[1].plot([r["d"] for r in sel], [r["measured_gamma"] for r in sel], "o", label=f"measured, shift={shift}")
+        axes[0].plot(
+            [r["d"] for r in sel], [r["measured_snr"] for r in sel], "s--", label=f"misaligned, shift={shift}"
+        )
+        axes[1].plot(
+            [r["d"] for r in sel], [r["measured_gamma"] for r in sel], "o", label=f"measured, shift={shift}"
+        )
         axes[1].plot([r["d"] for r in sel], [r["predicted_gamma"] for r in sel], "k-", lw=0.8)
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].set(xscale="log", yscale="log", xlabel="d", ylabel="SNR", title="SNR vs d")

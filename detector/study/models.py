@@ -48,18 +48,22 @@ class SequenceModel(nn.Module):
     """``forward(x, y) -> logits``: ``(B, n, n)`` per-token position logits (sorting) or ``(B, n)``
     start-position logits (retrieval)."""
 
-    def __init__(self, block: str, per_token: bool, dim: int = 128, heads: int = 4, layers: int = 6,
-                 ffn_dim: int = 256) -> None:
+    def __init__(
+        self, block: str, per_token: bool, dim: int = 128, heads: int = 4, layers: int = 6, ffn_dim: int = 256
+    ) -> None:
         super().__init__()
         self.kind = block
         self.token = nn.Embedding(ALPHABET + 1, dim)
         self.pos_x, self.pos_y = nn.Embedding(LENGTH, dim), nn.Embedding(LENGTH, dim)
         self.query_embed = nn.Embedding(LENGTH, dim)
         self.input_norm = nn.LayerNorm(dim)
-        self.layers = nn.ModuleList(DecoderLayer(make_block(block, dim, heads), dim, heads, ffn_dim)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(make_block(block, dim, heads), dim, heads, ffn_dim) for _ in range(layers)
+        )
         self.moves_reference = block == "indirect"
-        self.refine = nn.ModuleList(nn.Linear(dim, 1) for _ in range(layers)) if self.moves_reference else None
+        self.refine = (
+            nn.ModuleList(nn.Linear(dim, 1) for _ in range(layers)) if self.moves_reference else None
+        )
         if self.refine is not None:
             for head in self.refine:
                 nn.init.zeros_(head.weight)

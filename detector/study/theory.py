@@ -31,9 +31,16 @@ def value_noise_error(d: int, n: int, sharpness: float, sigma: float, trials: in
     error = (a[None, :, None] * noise).sum(1)
     sum_sq = float((a**2).sum())
     measured = float((error**2).sum(-1).mean())
-    return {"d": d, "sharpness": sharpness, "sigma": sigma, "sum_a2": sum_sq, "measured_error": measured,
-            "predicted_error": sigma**2 * d * sum_sq,
-            "measured_snr": float((signal**2).sum(-1).mean()) / measured, "predicted_snr": 1.0 / sigma**2}
+    return {
+        "d": d,
+        "sharpness": sharpness,
+        "sigma": sigma,
+        "sum_a2": sum_sq,
+        "measured_error": measured,
+        "predicted_error": sigma**2 * d * sum_sq,
+        "measured_snr": float((signal**2).sum(-1).mean()) / measured,
+        "predicted_snr": 1.0 / sigma**2,
+    }
 
 
 def misalignment_noise(d: int, n: int, shift: float, sharpness: float, trials: int, seed: int = 0) -> dict:
@@ -49,19 +56,30 @@ def misalignment_noise(d: int, n: int, shift: float, sharpness: float, trials: i
     misaligned = (a[None, :, None] * y).sum(1)
     sum_sq, shift_sq = float((a**2).sum()), shift**2 * d
     error = float(((misaligned - aligned) ** 2).sum(-1).mean())
-    return {"d": d, "shift": shift, "sharpness": sharpness,
-            "measured_gamma": float(((y - x) ** 2).sum(-1).mean()), "predicted_gamma": shift_sq + 2 * d,
-            "measured_error": error, "predicted_error": shift_sq + 2 * d * sum_sq,
-            "measured_snr": float((aligned**2).sum(-1).mean()) / error,
-            "predicted_snr": d * sum_sq / (shift_sq + 2 * d * sum_sq),
-            "noise_per_coordinate": (shift_sq + 2 * d) / d}
+    return {
+        "d": d,
+        "shift": shift,
+        "sharpness": sharpness,
+        "measured_gamma": float(((y - x) ** 2).sum(-1).mean()),
+        "predicted_gamma": shift_sq + 2 * d,
+        "measured_error": error,
+        "predicted_error": shift_sq + 2 * d * sum_sq,
+        "measured_snr": float((aligned**2).sum(-1).mean()) / error,
+        "predicted_snr": d * sum_sq / (shift_sq + 2 * d * sum_sq),
+        "noise_per_coordinate": (shift_sq + 2 * d) / d,
+    }
 
 
 def run_theory(trials: int = 4000, dims: tuple[int, ...] = (16, 32, 64, 128, 256), n: int = 32) -> dict:
     """All checks over a grid of ``d``, sharpness, noise and shift; rows of measured vs predicted."""
-    value_rows = [value_noise_error(d, n, s, sigma, trials, seed=i)
-                  for i, (d, s, sigma) in enumerate((d, s, sig) for d in dims for s in (0.0, 1.0, 4.0)
-                                                    for sig in (0.5, 1.0, 2.0))]
-    misaligned_rows = [misalignment_noise(d, n, shift, 1.0, trials, seed=i)
-                       for i, (d, shift) in enumerate((d, sh) for d in dims for sh in (0.0, 0.5, 1.0))]
+    value_rows = [
+        value_noise_error(d, n, s, sigma, trials, seed=i)
+        for i, (d, s, sigma) in enumerate(
+            (d, s, sig) for d in dims for s in (0.0, 1.0, 4.0) for sig in (0.5, 1.0, 2.0)
+        )
+    ]
+    misaligned_rows = [
+        misalignment_noise(d, n, shift, 1.0, trials, seed=i)
+        for i, (d, shift) in enumerate((d, sh) for d in dims for sh in (0.0, 0.5, 1.0))
+    ]
     return {"value_noise": value_rows, "misalignment": misaligned_rows}

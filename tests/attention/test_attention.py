@@ -39,7 +39,7 @@ def test_fast_path_equals_reference_outputs_and_gradients(with_mask, with_bias):
 
 
 def test_masked_keys_get_no_weight():
-    q, k, v, bias = _inputs()
+    q, k, _v, bias = _inputs()
     mask = torch.zeros(3, 7, dtype=torch.bool)
     mask[:, 3] = True
     weights = attention_weights(q, k, bias, mask)
@@ -111,7 +111,9 @@ def test_box_bias_moves_with_the_box():
 def _block(kind, dim=16, heads=4):
     if kind == "indirect":
         return IndirectAttention(dim, heads, SequenceOffsetBias(heads, 8))
-    return {"misaligned": MisalignedAttention, "cross": CrossAttention, "double": DoubleCrossAttention}[kind](dim, heads)
+    return {"misaligned": MisalignedAttention, "cross": CrossAttention, "double": DoubleCrossAttention}[kind](
+        dim, heads
+    )
 
 
 @pytest.mark.parametrize("kind", ["indirect", "misaligned", "cross", "double"])

@@ -1,0 +1,118 @@
+"""Set losses: sigmoid focal loss, L1 and GIoU after Hungarian matching, on every decoder layer, on the
+two-stage proposals, and on the one-to-many queries (hybrid matching, ground truth repeated ``k`` times).
+
+Optional training-only terms:
+- ``identity``: a linear head classifies the pooled query-image features and the matched query features
+  into the base (seen) classes. Labels exist in training; supervising class identity teaches the features to
+  tell classes apart instead of becoming a generic "any object" detector (SPEC section 7).
+- ``contrastive`` (stage 1): matched query features of the same target box under two views are pulled
+  together; provided by the training engine when enabled.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
+
+from .box_ops import cxcywh_to_xyxy
+from .ia_detr import DetectorOutput
+from .matcher import HungarianMatcher
+
+
+class SetCriterion(nn.Module):
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        class_weight: float = 2.0,
+        l1_weight: float = 5.0,
+        giou_weight: float = 2.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        one2many_repeats: int = 6,
+        one2many_weight: float = 1.0,
+        identity_classes: int = 0,
+        hidden_dim: int = 256,
+        identity_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.matcher = matcher
+        self.weights = {"class": class_weight, "l1": l1_weight, "giou": giou_weight}
+        self.alpha, self.gamma = focal_alpha, focal_gamma
+        self.one2many_repeats, self.one2many_weight = one2many_repeats, one2many_weight
+        self.identity_weight = identity_weight
+        self.identity_head = nn.Linear(hidden_dim, identity_classes) if identity_classes else None
+
+    def set_loss(
+        self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[torch.Tensor], num_boxes: float
+    ) -> tuple[dict[str, torch.Tensor], list]:
+        """Unweighted ``class``/``l1``/``giou`` losses of one prediction set, normalised by ``num_boxes``."""
+        indices = self.matcher(logits, boxes, targets)
+        onehot = torch.zeros_like(logits)
+        for b, (rows, _) in enumerate(indices):
+            onehot[b, rows.to(logits.device)] = 1.0
+        focal = sigmoid_focal_loss(logits.float(), onehot.float(), self.alpha, self.gamma, reduction="sum")
+        batch_index = torch.cat([torch.full_like(r, b) for b, (r, _) in enumerate(indices)]).to(boxes.device)
+        pred_index = torch.cat([r for r, _ in indices]).to(boxes.device)
+        matched = boxes[batch_index, pred_index].float()
+        target = torch.cat([t[c.to(t.device)] for t, (_, c) in zip(targets, indices)]).float()
+        if len(target):
+            l1 = F.l1_loss(matched, target, reduction="sum")
+            giou = (
+                1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(matched), cxcywh_to_xyxy(target)))
+            ).sum()
+        else:
+            l1 = giou = boxes.sum() * 0.0
+        return {"class": focal / num_boxes, "l1": l1 / num_boxes, "giou": giou / num_boxes}, indices
+
+    def forward(
+        self, outputs: DetectorOutput, targets: list[dict[str, torch.Tensor]], num_boxes: float | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Weighted losses by name (``class``, ``l1``, ``giou`` for the final layer; ``*_aux{i}``,
+        ``*_proposals``, ``*_one2many{i}``, ``identity``) and their sum under ``loss``.
+
+        ``num_boxes``: the normaliser; pass the all-reduced count when training on several processes.
+        """
+        boxes = [t["boxes"] for t in targets]
+        if num_boxes is None:
+            num_boxes = float(max(sum(len(b) for b in boxes), 1))
+        losses: dict[str, torch.Tensor] = {}
+
+        def add(suffix: str, terms: dict[str, torch.Tensor], scale: float = 1.0) -> None:
+            for name, value in terms.items():
+                losses[name + suffix] = value * self.weights[name] * scale
+
+        final, indices = self.set_loss(outputs.logits, outputs.boxes, boxes, num_boxes)
+        add("", final)
+        for i, (logits, pred) in enumerate(outputs.aux):
+            add(f"_aux{i}", self.set_loss(logits, pred, boxes, num_boxes)[0])
+        if outputs.proposals is not None:
+            every_box = [t["all_boxes"] for t in targets]
+            count = float(max(sum(len(b) for b in every_box), 1))
+            add("_proposals", self.set_loss(*outputs.proposals, every_box, count)[0])
+        if outputs.one2many:
+            repeated = [b.repeat(self.one2many_repeats, 1) for b in boxes]
+            count = num_boxes * self.one2many_repeats
+            for i, (logits, pred) in enumerate(outputs.one2many):
+                add(f"_one2many{i}", self.set_loss(logits, pred, repeated, count)[0], self.one2many_weight)
+        if self.identity_head is not None:
+            losses["identity"] = self.identity_weight * self.identity_loss(outputs, targets, indices)
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def identity_loss(self, outputs: DetectorOutput, targets: list[dict], indices: list) -> torch.Tensor:
+        labels = torch.stack([t["query_label"] for t in targets]).to(outputs.logits.device)
+        classes = self.identity_head.out_features
+        if int(labels.max()) >= classes:
+            raise ValueError(
+                f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, "
+                f"it is {classes}"
+            )
+        query_loss = F.cross_entropy(self.identity_head(outputs.query_embedding), labels)
+        matched = [outputs.hidden[b, rows.to(labels.device)] for b, (rows, _) in enumerate(indices)]
+        matched_labels = torch.cat([labels[b].repeat(len(m)) for b, m in enumerate(matched)])
+        if len(matched_labels) == 0:
+            return query_loss
+        box_loss = F.cross_entropy(self.identity_head(torch.cat(matched)), matched_labels)
+        return query_loss + box_loss

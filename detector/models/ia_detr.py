@@ -1,0 +1,150 @@
+"""IA-DETR: the one-shot detector.
+
+Target and query image share one padded grid and one backbone. There is no transformer encoder. Object
+queries (content: learned embeddings; position: sine embedding of the top-k proposal boxes scored from the
+target features) are decoded by layers whose fusion block reads keys from the query-image features and
+values from the target features (Indirect Attention), cell ``j`` of both being the same grid cell. A cell is
+masked only where both images are padding. Each query predicts one logit, "matches the query", and a box.
+
+Training adds one-to-many queries (hybrid matching) kept apart from the one-to-one queries by the
+self-attention mask; inference uses the one-to-one queries only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .backbone import Backbone
+from .decoder import Decoder
+from .position_encoding import sine_grid_embedding
+from .proposals import ProposalHead, select_top_k
+
+
+@dataclass
+class DetectorOutput:
+    """Detector outputs; boxes are ``cxcywh`` normalised by each target image's own (unpadded) size.
+
+    Attributes:
+        logits, boxes: final layer, one-to-one queries: ``(B, Nq)``, ``(B, Nq, 4)``.
+        aux: earlier layers' ``(logits, boxes)``.
+        proposals: dense two-stage proposals ``(logits (B, h*w), boxes (B, h*w, 4))``.
+        one2many: every layer's ``(logits, boxes)`` of the one-to-many queries (training only).
+        hidden: final-layer one-to-one query features ``(B, Nq, d)``.
+        query_embedding: pooled query-image features ``(B, d)``.
+    """
+
+    logits: torch.Tensor
+    boxes: torch.Tensor
+    aux: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    proposals: tuple[torch.Tensor, torch.Tensor] | None = None
+    one2many: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    hidden: torch.Tensor | None = None
+    query_embedding: torch.Tensor | None = None
+
+
+class IADETR(nn.Module):
+    def __init__(
+        self,
+        backbone: Backbone,
+        decoder: Decoder,
+        proposal_head: ProposalHead,
+        hidden_dim: int,
+        num_queries: int,
+        num_queries_one2many: int = 0,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.decoder, self.proposal_head = backbone, decoder, proposal_head
+        self.hidden_dim = hidden_dim
+        self.num_queries, self.num_queries_one2many = num_queries, num_queries_one2many
+        self.query_content = nn.Embedding(num_queries + num_queries_one2many, hidden_dim)
+        self.class_heads = nn.ModuleList(nn.Linear(hidden_dim, 1) for _ in decoder.layers)
+        prior = -4.595  # sigmoid(prior) = 0.01, the focal-loss prior
+        for head in self.class_heads:
+            nn.init.constant_(head.bias, prior)
+        nn.init.constant_(proposal_head.score.bias, prior)
+
+    def encode_queries(
+        self, query_images: torch.Tensor, query_masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of one query image per target ``(B, 3, H, W)``, or of ``k`` per target ``(B, k, 3, H, W)``
+        (k-shot: the ``k`` feature maps are averaged cell by cell over their valid cells, and a cell is
+        valid if it is valid in any of them). Returns features ``(B, d, h, w)`` and mask ``(B, h, w)``."""
+        if query_images.dim() == 4:
+            return self.backbone(query_images, query_masks)
+        b, k = query_images.shape[:2]
+        features, masks = self.backbone(query_images.flatten(0, 1), query_masks.flatten(0, 1))
+        features, masks = features.unflatten(0, (b, k)), masks.unflatten(0, (b, k))
+        # a cell valid in none of the k patches averages all k, as a 1-shot model would see it
+        weights = torch.where(masks.all(1, keepdim=True), 1.0, (~masks).float())[:, :, None]
+        features = (features * weights).sum(1) / weights.sum(1)
+        return features, masks.all(dim=1)
+
+    def forward(
+        self,
+        target_images: torch.Tensor,
+        target_masks: torch.Tensor,
+        query_images: torch.Tensor,
+        query_masks: torch.Tensor,
+        image_sizes: torch.Tensor,
+    ) -> DetectorOutput:
+        """Args:
+        target_images ``(B, 3, H, W)``, target_masks ``(B, H, W)`` (``True`` = padding);
+        query_images ``(B, 3, H, W)`` or ``(B, k, 3, H, W)`` on the same grid, query_masks likewise;
+        image_sizes ``(B, 2)``: each target's unpadded ``(height, width)`` in pixels.
+        """
+        if query_images.dim() == 4:
+            both, masks = self.backbone(
+                torch.cat([target_images, query_images]), torch.cat([target_masks, query_masks])
+            )
+            (target_feats, query_feats), (target_mask, query_mask) = both.chunk(2), masks.chunk(2)
+        else:
+            target_feats, target_mask = self.backbone(target_images, target_masks)
+            query_feats, query_mask = self.encode_queries(query_images, query_masks)
+        b, d, h, w = target_feats.shape
+        pos_t = sine_grid_embedding(target_mask, d).flatten(2).transpose(1, 2)
+        pos_q = sine_grid_embedding(query_mask, d).flatten(2).transpose(1, 2)
+        target_seq = target_feats.flatten(2).transpose(1, 2)
+        query_seq = query_feats.flatten(2).transpose(1, 2)
+        padding = (target_mask & query_mask).flatten(1)
+
+        proposal_logits, proposal_boxes = self.proposal_head(
+            target_seq, ~target_mask.flatten(1), (h, w), image_sizes
+        )
+        n_o2m = self.num_queries_one2many if self.training else 0
+        reference = select_top_k(proposal_logits, proposal_boxes, self.num_queries)
+        content = self.query_content.weight[: self.num_queries]
+        attn_mask = None
+        if n_o2m:
+            reference = torch.cat([reference, select_top_k(proposal_logits, proposal_boxes, n_o2m)], 1)
+            content = self.query_content.weight
+            attn_mask = self._group_mask(reference.device)
+        queries = content[None].expand(b, -1, -1)
+        out = self.decoder(
+            queries, reference, query_seq + pos_q, target_seq + pos_t, padding, (h, w), image_sizes, attn_mask
+        )
+        logits = torch.stack([head(hid).squeeze(-1) for head, hid in zip(self.class_heads, out.hidden)])
+        nq = self.num_queries
+        layers = list(zip(logits[:, :, :nq], out.boxes[:, :, :nq]))
+        valid_query = (~query_mask).flatten(1).float()[..., None]
+        query_embedding = (query_seq * valid_query).sum(1) / valid_query.sum(1).clamp(min=1)
+        return DetectorOutput(
+            logits=layers[-1][0],
+            boxes=layers[-1][1],
+            aux=layers[:-1],
+            proposals=(proposal_logits, proposal_boxes),
+            one2many=list(zip(logits[:, :, nq:], out.boxes[:, :, nq:])) if n_o2m else [],
+            hidden=out.hidden[-1, :, :nq],
+            query_embedding=query_embedding,
+        )
+
+    def _group_mask(self, device: torch.device) -> torch.Tensor:
+        """``(Nq + Nm, Nq + Nm)`` bool, ``True`` = blocked: one-to-one and one-to-many queries never attend
+        to each other."""
+        total = self.num_queries + self.num_queries_one2many
+        mask = torch.zeros(total, total, dtype=torch.bool, device=device)
+        mask[: self.num_queries, self.num_queries :] = True
+        mask[self.num_queries :, : self.num_queries] = True
+        return mask
