@@ -120,7 +120,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # >0 keeps an EMA of the weights, used for evaluation
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
-    eval_every: int = 0  # 0: evaluate only at the end
+    eval_every: int = 0  # >0: every N steps and at the end; 0: only at the end; -1: never
     log_every: int = 20
     tensorboard: bool = False
 

@@ -1,8 +1,8 @@
 """Data: loading (COCO, VOC, embedded benchmark), splits, query pools, episodes, transforms, batches."""
 
 from .catalog import data_root, load_dataset, split_for
-from .dataset import Batch, EpisodeDataset, EpochEpisodes, Sample, collate
-from .episodes import Episode, TrainEpisodeSampler, evaluation_episodes, evaluation_queries
+from .dataset import Batch, EpisodeDataset, Sample, collate
+from .episodes import Episode, EpochEpisodes, TrainEpisodeSampler, evaluation_episodes, evaluation_queries
 from .images import ImageReadError, load_image
 from .query_pool import QueryPool, QueryRecord
 from .records import Category, DetectionData, ImageRecord

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .episodes import Episode, TrainEpisodeSampler
+from .episodes import SELF_QUERY, Episode
 from .images import ImageReadError, load_image
 from .records import DetectionData
 from .transforms import QueryTransform, TargetTransform, to_tensor
@@ -67,19 +67,6 @@ def xyxy_to_normalized_cxcywh(boxes: np.ndarray, width: int, height: int) -> tor
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2 / width, (boxes[:, 1] + boxes[:, 3]) / 2 / height
     w, h = (boxes[:, 2] - boxes[:, 0]) / width, (boxes[:, 3] - boxes[:, 1]) / height
     return torch.stack([cx, cy, w, h], dim=-1)
-
-
-class EpochEpisodes(Sequence):
-    """The training episodes of one epoch, indexable (so a data loader can start mid-epoch)."""
-
-    def __init__(self, sampler: TrainEpisodeSampler, epoch: int) -> None:
-        self.sampler, self.epoch = sampler, epoch
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __getitem__(self, index: int) -> Episode:
-        return self.sampler.episode(self.epoch, index)
 
 
 class EpisodeDataset(Dataset):
@@ -132,7 +119,11 @@ class EpisodeDataset(Dataset):
         record = self.data.images[episode.image_index]
         image = load_image(record.path)
         keep = ~record.ignore
-        out = self.target_transform(image, record.boxes[keep], record.labels[keep], seed)
+        boxes, labels = record.boxes[keep], record.labels[keep]
+        if episode.category_id == SELF_QUERY:  # stage 1: the query crop is the one positive
+            boxes = np.concatenate([boxes, np.asarray([episode.query.box], np.float32)])
+            labels = np.concatenate([labels, [SELF_QUERY]])
+        out = self.target_transform(image, boxes, labels, seed)
         h, w = out.image.shape[:2]
         query = self.query_transform(load_image(episode.query.path), episode.query.box, seed + 1)
         matches = out.labels == episode.category_id

@@ -14,12 +14,16 @@ Optionally (extended protocol) classes absent from the image are queried the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .query_pool import QueryPool, QueryRecord
 from .records import DetectionData
+
+
+SELF_QUERY = -1  # category id of a stage-1 episode: the query is a crop of the target image itself
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class TrainEpisodeSampler:
             self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.eligible))
         return self._order
 
+    def epoch(self, epoch: int) -> EpochEpisodes:
+        return EpochEpisodes(self, epoch)
+
     def episode(self, epoch: int, index: int) -> Episode:
         slot = int(self.order(epoch)[index % len(self.eligible)])
         image_index = self.eligible[slot]
@@ -89,6 +96,49 @@ class TrainEpisodeSampler:
                 return query
         others = [q for q in candidates if q.image_id != image_id]
         return others[int(rng.integers(len(others)))]
+
+
+class SelfQueryEpisodes:
+    """Stage-1 (self-supervised) episodes: the query is a random crop of the target image itself (10-40% of
+    the shorter side, aspect 1:2 to 2:1) and is the only positive; the image's annotated boxes stay in the
+    target as negatives. Seeded per ``(epoch, index)`` like :class:`TrainEpisodeSampler`."""
+
+    def __init__(self, data: DetectionData, class_ids: set[int] | None = None, seed: int = 0) -> None:
+        self.data, self.seed = data, seed
+        self.eligible = list(range(len(data.images)))
+        self._epoch, self._order = -1, np.arange(0)
+
+    def __len__(self) -> int:
+        return len(self.eligible)
+
+    def epoch(self, epoch: int) -> EpochEpisodes:
+        return EpochEpisodes(self, epoch)
+
+    def episode(self, epoch: int, index: int) -> Episode:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.eligible))
+        record = self.data.images[self.eligible[int(self._order[index % len(self.eligible)])]]
+        rng = np.random.default_rng([self.seed, epoch, index, 1])
+        side = min(record.width, record.height) * rng.uniform(0.1, 0.4)
+        aspect = np.exp(rng.uniform(-np.log(2), np.log(2)))
+        w, h = min(record.width, side * np.sqrt(aspect)), min(record.height, side / np.sqrt(aspect))
+        x1, y1 = rng.uniform(0, record.width - w), rng.uniform(0, record.height - h)
+        query = QueryRecord(SELF_QUERY, record.image_id, record.path, (x1, y1, x1 + w, y1 + h))
+        return Episode(self.data.index_of(record.image_id), SELF_QUERY, query)
+
+
+class EpochEpisodes(Sequence):
+    """The training episodes of one epoch, indexable (so a data loader can start mid-epoch)."""
+
+    def __init__(self, sampler: TrainEpisodeSampler | SelfQueryEpisodes, epoch: int) -> None:
+        self.sampler, self.epoch = sampler, epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, index: int) -> Episode:
+        return self.sampler.episode(self.epoch, index)
 
 
 def evaluation_queries(pool: QueryPool, category_id: int, image_id: int, repeats: int) -> list[QueryRecord]:

@@ -48,19 +48,16 @@ class TargetTransform:
             ops.append(A.HorizontalFlip(p=0.5))
         self.sizes = list(sizes) if train else [test_size]
         self.max_size = max_size
-        self.compose = A.Compose(
-            ops,
-            bbox_params=A.BboxParams(
-                format="pascal_voc", label_fields=["labels"], clip=True, min_width=1, min_height=1
-            ),
-        )
+        params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, min_width=1, min_height=1)
+        self.compose = A.Compose(ops, bbox_params=params) if ops else None
 
     def __call__(
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, seed: int
     ) -> TransformedTarget:
-        self.compose.set_random_seed(seed)
-        out = self.compose(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
-        image, boxes = out["image"], np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        if self.compose is not None:
+            self.compose.set_random_seed(seed)
+            out = self.compose(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
+            image, boxes, labels = out["image"], np.asarray(out["bboxes"], np.float32).reshape(-1, 4), out["labels"]
         # DETR-style resize: shorter side to the drawn size unless the longer side would pass max_size.
         # albumentations' LongestMaxSize also enlarges, so this step (two lines of arithmetic) is ours.
         short = self.sizes[int(np.random.default_rng(seed).integers(len(self.sizes)))]
@@ -69,7 +66,7 @@ class TargetTransform:
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         boxes = boxes * np.array([new_w / w, new_h / h, new_w / w, new_h / h], np.float32)
-        return TransformedTarget(image, boxes, np.asarray(out["labels"], np.int64))
+        return TransformedTarget(image, boxes.reshape(-1, 4).astype(np.float32), np.asarray(labels, np.int64))
 
 
 class QueryTransform:

@@ -52,7 +52,7 @@ class MaskedGroupNorm(nn.GroupNorm):
 
 
 class TinyBackbone(nn.Module):
-    """Four stride-2 conv stages (stride 16), widths ``w, 2w, 4w, 6w``, batch norm (frozen at inference,
+    """Four stride-2 stages (stride 16), widths ``w, 2w, 4w, 6w``, batch norm (running statistics at inference,
     so that features do not depend on the batch's padding)."""
 
     def __init__(self, width: int = 32) -> None:

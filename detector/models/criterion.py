@@ -103,14 +103,18 @@ class SetCriterion(nn.Module):
 
     def identity_loss(self, outputs: DetectorOutput, targets: list[dict], indices: list) -> torch.Tensor:
         labels = torch.stack([t["query_label"] for t in targets]).to(outputs.logits.device)
+        known = labels >= 0  # stage-1 episodes (query cropped from the target) have no class
+        if not bool(known.any()):
+            return outputs.query_embedding.sum() * 0.0
         classes = self.identity_head.out_features
         if int(labels.max()) >= classes:
             raise ValueError(
                 f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, "
                 f"it is {classes}"
             )
-        query_loss = F.cross_entropy(self.identity_head(outputs.query_embedding), labels)
-        matched = [outputs.hidden[b, rows.to(labels.device)] for b, (rows, _) in enumerate(indices)]
+        query_loss = F.cross_entropy(self.identity_head(outputs.query_embedding[known]), labels[known])
+        matched = [outputs.hidden[b, rows.to(labels.device)] if known[b] else outputs.hidden[b, :0]
+                   for b, (rows, _) in enumerate(indices)]
         matched_labels = torch.cat([labels[b].repeat(len(m)) for b, m in enumerate(matched)])
         if len(matched_labels) == 0:
             return query_loss

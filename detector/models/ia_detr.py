@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .backbone import Backbone
@@ -66,43 +67,47 @@ class IADETR(nn.Module):
             nn.init.constant_(head.bias, prior)
         nn.init.constant_(proposal_head.score.bias, prior)
 
-    def encode_queries(
-        self, query_images: torch.Tensor, query_masks: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features of one query image per target ``(B, 3, H, W)``, or of ``k`` per target ``(B, k, 3, H, W)``
-        (k-shot: the ``k`` feature maps are averaged cell by cell over their valid cells, and a cell is
-        valid if it is valid in any of them). Returns features ``(B, d, h, w)`` and mask ``(B, h, w)``."""
+    def encode_queries(self, query_images: torch.Tensor, query_masks: torch.Tensor,
+                       grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(B, d, h, w)`` and mask ``(B, h, w)`` of one query image per target ``(B, 3, H, W)``, or of
+        ``k`` per target ``(B, k, 3, H, W)``.
+
+        The backbone runs only on the top-left region that holds the query patches (rounded up to the
+        stride); the rest of the grid is padding. k-shot: the ``k`` feature maps are averaged cell by cell
+        over the patches valid there, and a cell is valid if it is valid in any of them.
+        """
+        valid = ~query_masks.reshape(-1, *query_masks.shape[-2:])
+        rows, cols = valid.any(0).any(1).nonzero(), valid.any(0).any(0).nonzero()
+        stride = self.backbone.stride
+        height = int(rows.max() + 1) if len(rows) else stride
+        width = int(cols.max() + 1) if len(cols) else stride
+        height, width = -(-height // stride) * stride, -(-width // stride) * stride
+        images = query_images[..., :height, :width].reshape(-1, 3, height, width)
+        features, masks = self.backbone(images, query_masks[..., :height, :width].reshape(-1, height, width))
+        features = F.pad(features, (0, grid[1] - features.shape[-1], 0, grid[0] - features.shape[-2]))
+        masks = F.pad(masks, (0, grid[1] - masks.shape[-1], 0, grid[0] - masks.shape[-2]), value=True)
+        features = features * ~masks[:, None]
         if query_images.dim() == 4:
-            return self.backbone(query_images, query_masks)
+            return features, masks
         b, k = query_images.shape[:2]
-        features, masks = self.backbone(query_images.flatten(0, 1), query_masks.flatten(0, 1))
         features, masks = features.unflatten(0, (b, k)), masks.unflatten(0, (b, k))
-        # a cell valid in none of the k patches averages all k, as a 1-shot model would see it
-        weights = torch.where(masks.all(1, keepdim=True), 1.0, (~masks).float())[:, :, None]
-        features = (features * weights).sum(1) / weights.sum(1)
+        weights = (~masks).float()[:, :, None]
+        features = (features * weights).sum(1) / weights.sum(1).clamp(min=1)
         return features, masks.all(dim=1)
 
-    def forward(
-        self,
-        target_images: torch.Tensor,
-        target_masks: torch.Tensor,
-        query_images: torch.Tensor,
-        query_masks: torch.Tensor,
-        image_sizes: torch.Tensor,
-    ) -> DetectorOutput:
+    def forward(self, target_images: torch.Tensor, target_masks: torch.Tensor, query_images: torch.Tensor,
+                query_masks: torch.Tensor, image_sizes: torch.Tensor) -> DetectorOutput:
         """Args:
-        target_images ``(B, 3, H, W)``, target_masks ``(B, H, W)`` (``True`` = padding);
-        query_images ``(B, 3, H, W)`` or ``(B, k, 3, H, W)`` on the same grid, query_masks likewise;
-        image_sizes ``(B, 2)``: each target's unpadded ``(height, width)`` in pixels.
+            target_images ``(B, 3, H, W)``, target_masks ``(B, H, W)`` (``True`` = padding);
+            query_images ``(B, 3, H, W)`` or ``(B, k, 3, H, W)`` on the same grid, query_masks likewise;
+            image_sizes ``(B, 2)``: each target's unpadded ``(height, width)`` in pixels.
+
+        Features of padding cells are zero in both images; a cell is masked for attention only where
+        both images are padding.
         """
-        if query_images.dim() == 4:
-            both, masks = self.backbone(
-                torch.cat([target_images, query_images]), torch.cat([target_masks, query_masks])
-            )
-            (target_feats, query_feats), (target_mask, query_mask) = both.chunk(2), masks.chunk(2)
-        else:
-            target_feats, target_mask = self.backbone(target_images, target_masks)
-            query_feats, query_mask = self.encode_queries(query_images, query_masks)
+        target_feats, target_mask = self.backbone(target_images, target_masks)
+        target_feats = target_feats * ~target_mask[:, None]
+        query_feats, query_mask = self.encode_queries(query_images, query_masks, target_feats.shape[-2:])
         b, d, h, w = target_feats.shape
         pos_t = sine_grid_embedding(target_mask, d).flatten(2).transpose(1, 2)
         pos_q = sine_grid_embedding(query_mask, d).flatten(2).transpose(1, 2)

@@ -6,7 +6,8 @@ import torch
 from detector.config import DataConfig
 from detector.data.catalog import load_dataset, split_for
 from detector.data.checker import check_coco
-from detector.data.dataset import EpisodeDataset, EpochEpisodes, collate
+from detector.data.dataset import EpisodeDataset, collate
+from detector.data.episodes import EpochEpisodes
 from detector.data.episodes import TrainEpisodeSampler
 from detector.data.query_pool import QueryPool
 from detector.data.splits import seen_only

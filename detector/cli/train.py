@@ -1,0 +1,44 @@
+"""Train IA-DETR: python tools/train.py --config FILE [key.sub=value ...] [--resume auto|PATH].
+
+Under torchrun (``torchrun --nproc_per_node N tools/train.py ...``) each process trains on its shard of
+every batch with DistributedDataParallel (nccl on GPU, gloo on CPU); rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..config import ConfigError, load_config
+from ..engine import distributed
+from ..engine.checkpoint import CheckpointError
+from ..engine.trainer import train
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--resume", help="'auto' (the run folder's last.pth, if any) or a checkpoint path")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, args.overrides)
+        summary = train(config, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, CheckpointError) as error:
+        if argv is not None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        distributed.cleanup()
+    if distributed.is_main():
+        print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Engine: training loop, checkpoints, optimisation, evaluation runs, torch.distributed helpers."""

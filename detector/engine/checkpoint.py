@@ -1,0 +1,96 @@
+"""Checkpoints that lose nothing and load safely.
+
+A checkpoint holds the model (and criterion) weights, optimizer, scheduler, grad scaler, EMA weights, step,
+epoch, the sampler's position, RNG states and the resolved config. It is written to a temporary file in the
+same folder and renamed into place, so a crash never leaves a half-written checkpoint; the newest ``keep``
+step checkpoints are kept, plus ``last.pth`` and ``best.pth``. Loading uses ``torch.load(weights_only=True)``
+(tensors and plain containers only, never arbitrary objects). A checkpoint whose model config differs from
+the current one is refused with the differing keys.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or from another model."""
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                                                     *np_state[2:]],
+            "python": [list(v) if isinstance(v, tuple) else v for v in random.getstate()]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with ``weights_only=True``; a truncated or foreign file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt, truncated or not an IA-DETR checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}); use another checkpoint of the run (the folder keeps the last few)"
+        ) from error
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not an IA-DETR checkpoint (no 'model' and 'config' entries)")
+    return state
+
+
+def check_model_config(saved: dict, current: dict, path: str | Path) -> None:
+    """Refuse a checkpoint whose model config differs from ``current`` (backbone weights may differ)."""
+    differences = []
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key in sorted(set(a) | set(b)):
+            if f"{prefix}{key}" == "model.backbone.weights":
+                continue
+            va, vb = a.get(key), b.get(key)
+            if isinstance(va, dict) and isinstance(vb, dict):
+                walk(va, vb, f"{prefix}{key}.")
+            elif va != vb:
+                differences.append(f"{prefix}{key}: checkpoint {va!r}, config {vb!r}")
+
+    walk(saved, current, "model.")
+    if differences:
+        raise CheckpointError(f"checkpoint {path} was trained with another model config: " + "; ".join(differences)
+                              + ". Use the checkpoint's own config (the run folder's config.yaml) or retrain.")
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` ``checkpoint_*.pth`` files."""
+    steps = sorted(folder.glob("checkpoint_*.pth"))
+    for old in steps[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)

@@ -1,0 +1,138 @@
+"""The one-shot evaluator: the standard protocol with automatic repeats, and the extended protocol.
+
+Standard (CoAE / BHRL / IA-DETR): an episode searches one test image for one class present in it, with the
+query exemplar the image-id-seeded shuffle picks for that repeat. The detections of episode (image, class)
+are scored as detections of that class in that image; COCO AP (pycocotools) is computed per class for each
+repeat, averaged over the seen and over the unseen classes, and then the repeats give a mean and a standard
+deviation. Extended (one flag): classes absent from an image are queried too; their detections can only be
+false positives. It reports false positives per absent episode at score thresholds 0.3 and 0.5, and AP50
+over present and absent episodes together.
+
+Usage: ``reset()``, then ``process(episodes, detections)`` for every batch, then ``evaluate()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import defaultdict
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..data.episodes import Episode
+from ..data.records import DetectionData
+from ..data.splits import Split
+
+FP_THRESHOLDS = (0.3, 0.5)
+
+
+class OneShotEvaluator:
+    def __init__(self, data: DetectionData, split: Split, max_detections: int = 100) -> None:
+        self.data, self.split, self.max_detections = data, split, max_detections
+        self.seen_ids = [data.category(n).id for n in split.seen]
+        self.unseen_ids = [data.category(n).id for n in split.unseen]
+        self.reset()
+
+    def reset(self) -> None:
+        # repeat -> list of COCO-format detections; absent episodes are kept apart
+        self.present: dict[int, list[dict]] = defaultdict(list)
+        self.absent: dict[int, list[dict]] = defaultdict(list)
+        self.absent_episodes: dict[int, int] = defaultdict(int)
+        self.images: set[int] = set()
+
+    def process(self, episodes: list[Episode], detections: list[dict]) -> None:
+        """``detections[i]``: ``{"boxes": (k, 4) xyxy pixels of the original image, "scores": (k,)}`` for
+        ``episodes[i]`` (tensors or arrays)."""
+        for episode, det in zip(episodes, detections):
+            image_id = self.data.images[episode.image_index].image_id
+            self.images.add(image_id)
+            boxes, scores = np.asarray(det["boxes"], np.float64), np.asarray(det["scores"], np.float64)
+            order = np.argsort(-scores)[: self.max_detections]
+            rows = [{"image_id": image_id, "category_id": episode.category_id,
+                     "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)}
+                    for b, s in zip(boxes[order].tolist(), scores[order].tolist())]
+            if episode.present:
+                self.present[episode.repeat].extend(rows)
+            else:
+                self.absent[episode.repeat].extend(rows)
+                self.absent_episodes[episode.repeat] += 1
+
+    def _ground_truth(self) -> COCO:
+        coco = self.data.to_coco()
+        coco["images"] = [im for im in coco["images"] if im["id"] in self.images]
+        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in self.images]
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO()
+            gt.dataset = coco
+            gt.createIndex()
+        return gt
+
+    def _per_class_ap(self, gt: COCO, detections: list[dict]) -> dict[int, dict[str, float]]:
+        """Per class id: AP (0.5:0.95), AP50, AP75 in percent; classes without ground truth are left out."""
+        class_ids = sorted(set(self.seen_ids) | set(self.unseen_ids))
+        with_gt = {cid for cid in class_ids if gt.getAnnIds(catIds=[cid], iscrowd=False)}
+        if not detections:
+            return {cid: {"ap": 0.0, "ap50": 0.0, "ap75": 0.0} for cid in with_gt}
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = gt.loadRes(detections)
+            evaluator = COCOeval(gt, dt, "bbox")
+            evaluator.params.imgIds = sorted(self.images)
+            evaluator.params.catIds = class_ids
+            evaluator.params.maxDets = [1, 10, self.max_detections]
+            evaluator.evaluate()
+            evaluator.accumulate()
+        precision = evaluator.eval["precision"]  # (T iou, R recall, K class, A area, M maxdets)
+        out = {}
+        for k, cid in enumerate(class_ids):
+            if cid not in with_gt:
+                continue
+            p = precision[:, :, k, 0, -1]
+
+            def mean(values: np.ndarray) -> float:
+                values = values[values > -1]
+                return float(values.mean() * 100) if values.size else 0.0
+
+            out[cid] = {"ap": mean(p), "ap50": mean(p[0]), "ap75": mean(p[5])}
+        return out
+
+    def evaluate(self) -> dict:
+        """Every number: per repeat, per class, seen/unseen means, mean and std over repeats (percent)."""
+        gt = self._ground_truth()
+        repeats = sorted(set(self.present) | set(self.absent))
+        per_repeat = []
+        for r in repeats:
+            classes = self._per_class_ap(gt, self.present[r])
+            row = {"repeat": r, "per_class": {self.data.category(c).name: v for c, v in classes.items()}}
+            for group, ids in (("seen", self.seen_ids), ("unseen", self.unseen_ids)):
+                for metric in ("ap", "ap50", "ap75"):
+                    values = [classes[c][metric] for c in ids if c in classes]
+                    row[f"{group}_{metric}"] = float(np.mean(values)) if values else float("nan")
+            if self.absent_episodes.get(r):
+                n = self.absent_episodes[r]
+                for t in FP_THRESHOLDS:
+                    row[f"fp_per_absent_episode@{t}"] = sum(d["score"] >= t for d in self.absent[r]) / n
+                combined = self._per_class_ap(gt, self.present[r] + self.absent[r])
+                for group, ids in (("seen", self.seen_ids), ("unseen", self.unseen_ids)):
+                    values = [combined[c]["ap50"] for c in ids if c in combined]
+                    row[f"{group}_ap50_with_absent"] = float(np.mean(values)) if values else float("nan")
+            per_repeat.append(row)
+        return summarise_repeats(per_repeat, self.split, len(self.images))
+
+
+def summarise_repeats(per_repeat: list[dict], split: Split, images: int) -> dict:
+    result: dict = {"repeats": len(per_repeat), "images": images, "per_repeat": per_repeat}
+    scalar_keys = [k for k in (per_repeat[0] if per_repeat else {}) if k not in ("repeat", "per_class")]
+    for key in scalar_keys:
+        values = np.array([row[key] for row in per_repeat], np.float64)
+        result[key] = float(np.nanmean(values)) if values.size else float("nan")
+        result[f"{key}_std"] = float(np.nanstd(values)) if values.size else float("nan")
+    per_class: dict[str, dict] = {}
+    for name in [*split.seen, *split.unseen]:
+        values = [row["per_class"][name]["ap50"] for row in per_repeat if name in row["per_class"]]
+        if values:
+            per_class[name] = {"ap50": float(np.mean(values)), "ap50_std": float(np.std(values)),
+                               "unseen": name in split.unseen}
+    result["per_class"] = per_class
+    return result

@@ -1,0 +1,77 @@
+"""Evaluation reports: a console table, a JSON file with every number, a markdown file, the four-split table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# SPEC.md section 6 (AP50): COCO seen/unseen are averages over the four splits.
+PAPER_ROWS = [
+    ("CoAE", 40.9, 22.0, 55.1, 63.8),
+    ("AIT", 47.5, 24.3, 67.2, 72.2),
+    ("BHRL", 53.5, 25.6, 69.7, 73.8),
+    ("IA-DETR (paper, ResNet)", None, None, 77.8, 79.6),
+    ("IA-DETR (paper, Swin)", 55.8, 27.3, 73.6, 81.0),
+]
+
+
+def _pm(result: dict, key: str) -> str:
+    value, spread = result.get(key), result.get(f"{key}_std")
+    if value is None or value != value:
+        return "-"
+    return f"{value:.1f} ± {spread:.1f}" if spread is not None else f"{value:.1f}"
+
+
+def console_table(result: dict) -> str:
+    lines = [f"{'':10s} {'AP50':>14s} {'AP':>14s} {'AP75':>14s}"]
+    for group in ("seen", "unseen"):
+        lines.append(f"{group:10s} {_pm(result, f'{group}_ap50'):>14s} {_pm(result, f'{group}_ap'):>14s} "
+                     f"{_pm(result, f'{group}_ap75'):>14s}")
+    for key in [k for k in result if k.startswith("fp_per_absent") and not k.endswith("_std")]:
+        lines.append(f"{key}: {_pm(result, key)}")
+    for key in ("seen_ap50_with_absent", "unseen_ap50_with_absent"):
+        if key in result:
+            lines.append(f"{key}: {_pm(result, key)}")
+    return "\n".join(lines)
+
+
+def markdown_report(result: dict, settings: dict) -> str:
+    lines = ["# One-shot evaluation", "", "## Settings", ""]
+    lines += [f"- {k}: `{v}`" for k, v in settings.items()]
+    lines += ["", f"- images: {result['images']}, repeats: {result['repeats']}", "", "## Means over classes", "",
+              "| classes | AP50 | AP | AP75 |", "|---|---|---|---|"]
+    for group in ("seen", "unseen"):
+        lines.append(f"| {group} | {_pm(result, f'{group}_ap50')} | {_pm(result, f'{group}_ap')} | "
+                     f"{_pm(result, f'{group}_ap75')} |")
+    extended = [k for k in result if ("absent" in k) and not k.endswith("_std")]
+    if extended:
+        lines += ["", "## Extended protocol (absent classes queried)", ""]
+        lines += [f"- {k}: {_pm(result, k)}" for k in extended]
+    lines += ["", "## Per class (AP50, mean ± std over repeats)", "", "| class | split | AP50 |", "|---|---|---|"]
+    for name, row in result["per_class"].items():
+        lines.append(f"| {name} | {'unseen' if row['unseen'] else 'seen'} | {row['ap50']:.1f} ± {row['ap50_std']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(result: dict, out_dir: str | Path, settings: dict) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"settings": settings, **result}, indent=1))
+    (out / "results.md").write_text(markdown_report(result, settings))
+
+
+def four_split_table(results: dict[int, dict], dataset: str) -> str:
+    """Our per-split seen/unseen AP50 (mean ± std over repeats) and their average, beside the paper's rows."""
+    lines = ["| method | " + " | ".join(f"split {k} seen / unseen" for k in sorted(results)) + " | average |",
+             "|---|" + "---|" * (len(results) + 1)]
+    seen = [r["seen_ap50"] for r in results.values()]
+    unseen = [r["unseen_ap50"] for r in results.values()]
+    cells = [f"{_pm(r, 'seen_ap50')} / {_pm(r, 'unseen_ap50')}" for _, r in sorted(results.items())]
+    lines.append(f"| ours | {' | '.join(cells)} | {sum(seen) / len(seen):.1f} / {sum(unseen) / len(unseen):.1f} |")
+    if dataset in ("coco", "voc"):
+        for name, coco_seen, coco_unseen, voc_seen, voc_unseen in PAPER_ROWS:
+            pair = (coco_seen, coco_unseen) if dataset == "coco" else (voc_seen, voc_unseen)
+            if pair[0] is None:
+                continue
+            lines.append(f"| {name} |" + " |" * len(results) + f" {pair[0]:.1f} / {pair[1]:.1f} |")
+    return "\n".join(lines)

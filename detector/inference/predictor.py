@@ -1,0 +1,117 @@
+"""Inference on image pairs: a predictor built from a checkpoint.
+
+    predictor = Predictor.from_checkpoint("outputs/demo/train/best.pth")
+    result = predictor.predict("query.jpg", "target.jpg", query_box=(10, 20, 90, 120))
+    result["boxes"]   # (k, 4) xyxy pixels of the target image
+    result["scores"]  # (k,)
+
+Images may be paths, numpy arrays (RGB, gray, RGBA, 8 or 16 bit) or PIL images. ``target_image`` may be a
+list (one result per target, batched); ``query_image`` may be a list (k-shot: the exemplars' feature maps
+are averaged cell by cell, see ``IADETR.encode_queries``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import Config, from_dict
+from ..data.dataset import Sample, collate, pad_to_grid
+from ..data.images import load_image, to_rgb_array
+from ..data.transforms import QueryTransform, TargetTransform, to_tensor
+from ..engine.checkpoint import load_checkpoint
+from ..models import build
+from ..models.ia_detr import IADETR
+from ..models.postprocess import PostProcessor
+
+ImageLike = str | Path | np.ndarray | Image.Image
+MIN_QUERY_SIDE = 4
+
+
+def read_any(image: ImageLike) -> np.ndarray:
+    """An RGB ``uint8`` array from a path, an array or a PIL image."""
+    if isinstance(image, str | Path):
+        return load_image(image)
+    return to_rgb_array(image)
+
+
+def check_query_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
+    """Validate ``xyxy`` ``box`` against a ``width x height`` image; clip it; raise on a useless box."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"query_box {box} has x2 <= x1 or y2 <= y1; give (x1, y1, x2, y2) in pixels")
+    cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)
+    if cx2 <= cx1 or cy2 <= cy1:
+        raise ValueError(f"query_box {box} lies outside the {width}x{height} query image")
+    if min(cx2 - cx1, cy2 - cy1) < MIN_QUERY_SIDE:
+        raise ValueError(f"query_box {box} is smaller than {MIN_QUERY_SIDE} pixels inside the {width}x{height} "
+                         f"image; draw a box around the whole object")
+    return cx1, cy1, cx2, cy2
+
+
+class Predictor:
+    def __init__(self, model: IADETR, config: Config, device: str | torch.device = "auto") -> None:
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        data = config.data
+        self.target_transform = TargetTransform(False, [data.test_size], data.target_max_size, data.test_size)
+        self.query_transform = QueryTransform(False, data.query_size)
+        self.postprocessor = PostProcessor(config.eval.max_detections)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Predictor:
+        """Model and preprocessing from the checkpoint's own config (EMA weights when the run kept them)."""
+        state = load_checkpoint(path)
+        config = from_dict(Config, state["config"])
+        model, _, _ = build(config, load_weights=False)
+        weights = state["model"]
+        if state.get("ema"):
+            weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+        model.load_state_dict(weights)
+        return cls(model, config, device)
+
+    def _query_tensor(self, image: ImageLike, box: tuple | None) -> torch.Tensor:
+        array = read_any(image)
+        h, w = array.shape[:2]
+        box = check_query_box(box, w, h) if box is not None else (0.0, 0.0, float(w), float(h))
+        return to_tensor(self.query_transform(array, box, seed=0))
+
+    @torch.no_grad()
+    def predict(self, query_image: ImageLike | list[ImageLike], target_image: ImageLike | list[ImageLike],
+                query_box: tuple | list[tuple | None] | None = None, score_threshold: float = 0.3
+                ) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
+        """Detections of the query's class in the target(s): ``{"boxes": (k, 4) xyxy, "scores": (k,)}``.
+
+        ``query_box``: where the object is in the query image (``xyxy`` pixels); ``None`` uses the whole
+        image. With several query images, give one box (or ``None``) per image.
+        """
+        queries = query_image if isinstance(query_image, list) else [query_image]
+        boxes = query_box if isinstance(query_box, list) else [query_box] * len(queries)
+        if len(boxes) != len(queries):
+            raise ValueError(f"got {len(queries)} query images but {len(boxes)} query boxes")
+        query_tensors = [self._query_tensor(q, b) for q, b in zip(queries, boxes)]
+        targets = target_image if isinstance(target_image, list) else [target_image]
+        samples, originals = [], []
+        for target in targets:
+            array = read_any(target)
+            out = self.target_transform(array, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), seed=0)
+            samples.append(Sample(to_tensor(out.image), query_tensors[0], {}, {"size": out.image.shape[:2]}))
+            originals.append(array.shape[:2])
+        batch = collate(samples, self.config.data.size_divisor)
+        grid = batch.target_images.shape[-2:]
+        stacked, masks = pad_to_grid(query_tensors, *grid)
+        b = len(samples)
+        query_images = stacked[None].expand(b, -1, -1, -1, -1) if len(queries) > 1 else stacked.expand(b, -1, -1, -1)
+        query_masks = masks[None].expand(b, -1, -1, -1) if len(queries) > 1 else masks.expand(b, -1, -1)
+        sizes = torch.tensor([s.meta["size"] for s in samples], device=self.device)
+        outputs = self.model(batch.target_images.to(self.device), batch.target_masks.to(self.device),
+                             query_images.to(self.device), query_masks.to(self.device), sizes)
+        results = []
+        for det in self.postprocessor(outputs, torch.tensor(originals, device=self.device)):
+            keep = det["scores"] >= score_threshold
+            results.append({"boxes": det["boxes"][keep].cpu().numpy(), "scores": det["scores"][keep].cpu().numpy()})
+        return results if isinstance(target_image, list) else results[0]

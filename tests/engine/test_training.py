@@ -1,0 +1,116 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from detector.config import ConfigError, load_config
+from detector.engine.checkpoint import CheckpointError, load_checkpoint
+from detector.engine.trainer import train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "model.backbone.width=8", "model.hidden_dim=32", "model.num_heads=4", "model.num_layers=1", "model.ffn_dim=64",
+    "model.num_queries=8", "model.bias_hidden_dim=16", "data.target_sizes=[96]", "data.target_max_size=128",
+    "data.test_size=96", "data.query_size=32", "data.min_query_size=8", "data.num_workers=0", "train.batch_size=2",
+    "train.warmup_steps=2", "train.lr_drop_at=1.0", "train.log_every=1", "eval.repeats=1", "eval.max_images=4",
+    "eval.batch_size=4",
+]
+
+
+def _overrides(synthetic_root, out, *extra):
+    return [f"data.root={synthetic_root.parent}", f"train.output_dir={out}", *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def data_root(synthetic_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    (root / "synthetic").symlink_to(synthetic_root)
+    return root / "synthetic"
+
+
+def _params(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_two_step_run_writes_checkpoint_and_metrics(data_root, tmp_path):
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml", _overrides(data_root, tmp_path, "train.max_steps=2"))
+    summary = train(config, progress=False)
+    assert summary["steps"] == 2 and summary["unseen_ap50"] is not None
+    state = load_checkpoint(tmp_path / "last.pth")
+    assert state["position"]["step"] == 2 and "optimizer" in state and "rng" in state
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    assert any("unseen_ap50" in r for r in rows)
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def _train_cli(data_root, out, *extra):
+    return [sys.executable, str(ROOT / "tools/train.py"), "--config", str(ROOT / "configs/tiny_synthetic.yaml"),
+            "--no-progress", *_overrides(data_root, out, "train.eval_every=-1", *extra)]
+
+
+def test_kill_and_resume_reaches_the_same_weights(data_root, tmp_path):
+    steps = ["train.max_steps=8", "train.checkpoint_every=2"]
+    subprocess.run(_train_cli(data_root, tmp_path / "straight", *steps), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_cli(data_root, killed, *steps), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint_0000004.pth").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    resumed_from = load_checkpoint(killed / "last.pth")["position"]["step"]
+    assert 2 <= resumed_from < 8
+    subprocess.run([*_train_cli(data_root, killed, *steps), "--resume", "auto"], check=True, capture_output=True)
+    straight, resumed = _params(tmp_path / "straight" / "last.pth"), _params(killed / "last.pth")
+    assert load_checkpoint(killed / "last.pth")["position"]["step"] == 8
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_corrupted_and_foreign_checkpoints_are_refused(data_root, tmp_path):
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml",
+                         _overrides(data_root, tmp_path, "train.max_steps=1", "train.eval_every=-1"))
+    train(config, progress=False)
+    good = (tmp_path / "last.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="corrupt, truncated"):
+        load_checkpoint(tmp_path / "truncated.pth")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "text.pth")
+    other = load_config(ROOT / "configs/tiny_synthetic.yaml",
+                        _overrides(data_root, tmp_path, "train.max_steps=2", "model.num_layers=2"))
+    with pytest.raises(CheckpointError, match="model.num_layers: checkpoint 1, config 2"):
+        train(other, resume=str(tmp_path / "last.pth"), progress=False)
+
+
+def test_config_typo_names_the_closest_key():
+    with pytest.raises(ConfigError, match=r"unknown config key train.max_step; did you mean train\.max_steps"):
+        load_config(ROOT / "configs/tiny_synthetic.yaml", ["train.max_step=3"])
+    result = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--config",
+                             str(ROOT / "configs/tiny_synthetic.yaml"), "model.fusoin=cross"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "did you mean model.fusion" in result.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(ROOT / "tools/train.py"), "--config", str(ROOT / "configs/tiny_synthetic.yaml"), "--no-progress",
+               *_overrides(data_root, tmp_path, "train.max_steps=3", "train.eval_every=0")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = json.loads((tmp_path / "summary.json").read_text())
+    rank1 = json.loads((tmp_path / "summary_rank1.json").read_text())
+    assert rank0["steps"] == rank1["steps"] == 3
+    assert rank0["parameter_fingerprint"] == rank1["parameter_fingerprint"]
+    assert rank0["unseen_ap50"] == rank1["unseen_ap50"]  # evaluation shards gathered on every rank
