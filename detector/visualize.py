@@ -43,9 +43,7 @@ def draw_detections(
     if query is not None:
         side = max(24, min(canvas.shape[:2]) // 4)
         scale = side / max(query.shape[:2])
-        inset = cv2.resize(
-            query, (max(1, round(query.shape[1] * scale)), max(1, round(query.shape[0] * scale)))
-        )
+        inset = cv2.resize(query, (max(1, round(query.shape[1] * scale)), max(1, round(query.shape[0] * scale))))
         h, w = inset.shape[:2]
         canvas[: h + 4, : w + 4] = 255
         canvas[2 : h + 2, 2 : w + 2] = inset

@@ -4,9 +4,7 @@ from detector.config import ConfigError, load_config
 
 
 def test_inheritance_and_overrides(tmp_path):
-    (tmp_path / "base.yaml").write_text(
-        "data:\n  split: 2\n  target_sizes: [100, 200]\ntrain:\n  lr: 0.001\n"
-    )
+    (tmp_path / "base.yaml").write_text("data:\n  split: 2\n  target_sizes: [100, 200]\ntrain:\n  lr: 0.001\n")
     (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntrain:\n  batch_size: 8\n")
     config = load_config(tmp_path / "child.yaml", ["train.lr=5e-4", "model.fusion=cross", "data.hflip=false"])
     assert config.data.split == 2 and config.data.target_sizes == [100, 200]

@@ -50,9 +50,7 @@ class BoxRelativePositionBias(nn.Module):
         self.mlp_x = _mlp(2, hidden_dim, num_heads)
         self.mlp_y = _mlp(2, hidden_dim, num_heads)
 
-    def forward(
-        self, boxes: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, boxes: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor) -> torch.Tensor:
         """Args:
             boxes: ``(B, Nq, 4)`` ``cxcywh`` normalised by each target image's own (unpadded) size.
             grid_size: ``(h, w)`` cells of the (padded) feature grid.

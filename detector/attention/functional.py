@@ -47,7 +47,7 @@ def attend(
     if mask is not None:
         mask = mask.to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    if empty is not None and bool(empty.any()):
+    if empty is not None:  # (unconditional: no data-dependent branch, so the graph exports)
         out = out.masked_fill(empty[:, None, None, None], 0.0)
     return out
 

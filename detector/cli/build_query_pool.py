@@ -20,9 +20,7 @@ from ..data.query_pool import QueryPool, read_records
 
 
 def main(argv: list[str] | None = None) -> QueryPool:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=["synthetic", "coco", "voc", "custom"])
     parser.add_argument("--subset", default="test", choices=["train", "test"])
     parser.add_argument("--root", help="data root (default: $IA_DETR_DATA_ROOT or ./datasets)")

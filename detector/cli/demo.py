@@ -53,12 +53,20 @@ def main(argv: list[str] | None = None) -> dict:
     print(console_table(result))
     print("[4/4] inference on one query/target pair")
     picture = _infer_pair(out, config)
-    report = {"out": str(out), "checkpoint": str(out / "train" / "last.pth"), "eval_report": str(out / "eval"),
-              "picture": str(picture), "train_steps": summary["steps"], "train_minutes": summary["minutes"],
-              "images_per_s": summary["images_per_s"], "seen_ap50": round(result["seen_ap50"], 2),
-              "unseen_ap50": round(result["unseen_ap50"], 2), "seen_ap50_std": round(result["seen_ap50_std"], 2),
-              "unseen_ap50_std": round(result["unseen_ap50_std"], 2),
-              "minutes": round((time.perf_counter() - start) / 60, 2)}
+    report = {
+        "out": str(out),
+        "checkpoint": str(out / "train" / "last.pth"),
+        "eval_report": str(out / "eval"),
+        "picture": str(picture),
+        "train_steps": summary["steps"],
+        "train_minutes": summary["minutes"],
+        "images_per_s": summary["images_per_s"],
+        "seen_ap50": round(result["seen_ap50"], 2),
+        "unseen_ap50": round(result["unseen_ap50"], 2),
+        "seen_ap50_std": round(result["seen_ap50_std"], 2),
+        "unseen_ap50_std": round(result["unseen_ap50_std"], 2),
+        "minutes": round((time.perf_counter() - start) / 60, 2),
+    }
     print(json.dumps(report))
     return report
 
@@ -68,8 +76,16 @@ def _final_eval(out: Path, config) -> dict:
     from ..engine.distributed import init_from_environment
 
     result = evaluate_checkpoint(config, str(out / "train" / "last.pth"), init_from_environment("cpu"), progress=False)
-    write_reports(result, out / "eval", {"checkpoint": str(out / "train" / "last.pth"), "split": config.data.split,
-                                         "repeats": config.eval.repeats, "max_images": config.eval.max_images})
+    write_reports(
+        result,
+        out / "eval",
+        {
+            "checkpoint": str(out / "train" / "last.pth"),
+            "split": config.data.split,
+            "repeats": config.eval.repeats,
+            "max_images": config.eval.max_images,
+        },
+    )
     return result
 
 
@@ -81,12 +97,18 @@ def _infer_pair(out: Path, config) -> Path:
     query = evaluation_queries(test.pool, category, record.image_id, 1)[0]
     predictor = Predictor.from_checkpoint(out / "train" / "last.pth", device="cpu")
     result = predictor.predict(str(query.path), str(record.path), query_box=query.box, score_threshold=0.3)
-    picture = draw_detections(load_image(record.path), result["boxes"], result["scores"],
-                              query=crop_box(load_image(query.path), query.box))
+    picture = draw_detections(
+        load_image(record.path),
+        result["boxes"],
+        result["scores"],
+        query=crop_box(load_image(query.path), query.box),
+    )
     path = out / "inference.png"
     save_rgb(path, picture)
-    print(f"  query: {test.data.category(category).name} (unseen) from {query.path.name}; target {record.path.name}; "
-          f"{len(result['boxes'])} detections >= 0.3")
+    print(
+        f"  query: {test.data.category(category).name} (unseen) from {query.path.name}; target {record.path.name}; "
+        f"{len(result['boxes'])} detections >= 0.3"
+    )
     return path
 
 

@@ -37,8 +37,9 @@ def evaluate_checkpoint(config: Config, checkpoint: str, device: torch.device, p
     if state.get("ema"):  # evaluate the EMA weights when the run kept them
         weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     model.load_state_dict(weights)
-    return evaluate_model(model.to(device), postprocessor, config, build_split_data(config.data, "test"), device,
-                          progress)
+    return evaluate_model(
+        model.to(device), postprocessor, config, build_split_data(config.data, "test"), device, progress
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -72,20 +73,29 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append((path, dataclasses.replace(base, data=dataclasses.replace(base.data, split=split))))
         for path, config in runs:
             if path is None:
-                result = evaluate_template(TemplateMatcher(), config, build_split_data(config.data, "test"),
-                                           not args.no_progress)
+                result = evaluate_template(
+                    TemplateMatcher(), config, build_split_data(config.data, "test"), not args.no_progress
+                )
             else:
                 result = evaluate_checkpoint(config, path, device, not args.no_progress)
             results[config.data.split] = result
             if distributed.is_main():
                 out = Path(args.out) / (f"split{config.data.split}" if len(runs) > 1 else "")
-                settings = {"config": args.config, "checkpoint": path or f"baseline: {args.baseline}",
-                            "dataset": config.data.dataset, "split": config.data.split,
-                            "repeats": config.eval.repeats, "absent": config.eval.absent,
-                            "max_images": config.eval.max_images, "test_size": config.data.test_size}
+                settings = {
+                    "config": args.config,
+                    "checkpoint": path or f"baseline: {args.baseline}",
+                    "dataset": config.data.dataset,
+                    "split": config.data.split,
+                    "repeats": config.eval.repeats,
+                    "absent": config.eval.absent,
+                    "max_images": config.eval.max_images,
+                    "test_size": config.data.test_size,
+                }
                 write_reports(result, out, settings)
-                print(f"split {config.data.split} ({path or args.baseline}), {result['episodes']} episodes, "
-                      f"{1000 * result['seconds_per_episode']:.1f} ms/episode")
+                print(
+                    f"split {config.data.split} ({path or args.baseline}), {result['episodes']} episodes, "
+                    f"{1000 * result['seconds_per_episode']:.1f} ms/episode"
+                )
                 print(console_table(result))
     except (ConfigError, CheckpointError) as error:
         if argv is not None:
@@ -98,8 +108,15 @@ def main(argv: list[str] | None = None) -> dict:
         table = four_split_table(results, base.data.dataset)
         (Path(args.out) / "splits.md").write_text(table + "\n")
         print(table)
-    summary = {k: {"seen_ap50": v["seen_ap50"], "unseen_ap50": v["unseen_ap50"], "seen_ap50_std": v["seen_ap50_std"],
-                   "unseen_ap50_std": v["unseen_ap50_std"]} for k, v in results.items()}
+    summary = {
+        k: {
+            "seen_ap50": v["seen_ap50"],
+            "unseen_ap50": v["unseen_ap50"],
+            "seen_ap50_std": v["seen_ap50_std"],
+            "unseen_ap50_std": v["unseen_ap50_std"],
+        }
+        for k, v in results.items()
+    }
     if distributed.is_main():
         print(json.dumps(summary))
     return results

@@ -16,9 +16,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="datasets/synthetic", help="output folder (default: %(default)s)")
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
-    parser.add_argument(
-        "--small", action="store_const", const="small", dest="size", help="same as --size small"
-    )
+    parser.add_argument("--small", action="store_const", const="small", dest="size", help="same as --size small")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--preview", help="also save a picture of a few test images and a query exemplar")

@@ -20,7 +20,7 @@ def model_info(
     config_path: str, target_size: int = 512, query_size: int = 300, overrides: list[str] | None = None
 ) -> dict:
     config = load_config(config_path, overrides or [])
-    model = build_model(config.model, load_weights=False).eval()
+    model = build_model(config.model, load_weights=False, query_extent=query_size).eval()
     components = {
         "backbone": model.backbone,
         "proposals": model.proposal_head,

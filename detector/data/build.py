@@ -37,6 +37,7 @@ def build_split_data(config: DataConfig, subset: str) -> SplitData:
 
 
 def build_transforms(config: DataConfig, train: bool) -> tuple[TargetTransform, QueryTransform]:
-    target = TargetTransform(train, config.target_sizes, config.target_max_size, config.test_size, config.hflip,
-                             config.random_crop)
+    target = TargetTransform(
+        train, config.target_sizes, config.target_max_size, config.test_size, config.hflip, config.random_crop
+    )
     return target, QueryTransform(train, config.query_size, config.query_augment)

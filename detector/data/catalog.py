@@ -53,9 +53,7 @@ def load_dataset(config: DataConfig, subset: str) -> DetectionData:
         base = root / "synthetic"
         how = f"Generate it with: python tools/make_synthetic.py --out {base}"
         ann = _require(base / "annotations" / f"{subset}.json", "embedded benchmark annotations", how)
-        return load_coco(
-            ann, _require(base / subset, "embedded benchmark images", how), f"synthetic-{subset}"
-        )
+        return load_coco(ann, _require(base / subset, "embedded benchmark images", how), f"synthetic-{subset}")
     if name == "coco":
         year_set = "train2017" if subset == "train" else "val2017"
         how = (
@@ -84,9 +82,7 @@ def load_dataset(config: DataConfig, subset: str) -> DetectionData:
                 f"COCO-format JSON file and its image folder"
             )
         how = f"check data.{ann_key} and data.{img_key}"
-        return load_coco(
-            _require(Path(ann), "annotation file", how), _require(Path(images), "image folder", how)
-        )
+        return load_coco(_require(Path(ann), "annotation file", how), _require(Path(images), "image folder", how))
     raise ValueError(f"unknown data.dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

@@ -39,8 +39,7 @@ def load_coco(annotation_file: str | Path, image_dir: str | Path, name: str | No
         if key not in coco.dataset:
             raise AnnotationError(f"annotation file {annotation_file} has no '{key}' list (not COCO format)")
     categories = [
-        Category(int(c["id"]), str(c["name"]))
-        for c in sorted(coco.dataset["categories"], key=lambda c: c["id"])
+        Category(int(c["id"]), str(c["name"])) for c in sorted(coco.dataset["categories"], key=lambda c: c["id"])
     ]
     known = {c.id for c in categories}
     images, dropped = [], 0

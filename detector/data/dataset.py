@@ -162,6 +162,4 @@ def collate(samples: list[Sample], size_divisor: int = 32) -> Batch:
     width = math.ceil(max(w for _, w in shapes) / size_divisor) * size_divisor
     targets, target_masks = pad_to_grid([s.target_image for s in samples], height, width)
     queries, query_masks = pad_to_grid([s.query_image for s in samples], height, width)
-    return Batch(
-        targets, target_masks, queries, query_masks, [s.target for s in samples], [s.meta for s in samples]
-    )
+    return Batch(targets, target_masks, queries, query_masks, [s.target for s in samples], [s.meta for s in samples])

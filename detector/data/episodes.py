@@ -22,7 +22,6 @@ import numpy as np
 from .query_pool import QueryPool, QueryRecord
 from .records import DetectionData
 
-
 SELF_QUERY = -1  # category id of a stage-1 episode: the query is a crop of the target image itself
 
 
@@ -47,9 +46,7 @@ class TrainEpisodeSampler:
         self.present: list[list[int]] = []
         frequency: dict[int, int] = {}
         for index, record in enumerate(data.images):
-            usable = sorted(
-                c for c in record.classes() & self.class_ids if self._has_query(c, record.image_id)
-            )
+            usable = sorted(c for c in record.classes() & self.class_ids if self._has_query(c, record.image_id))
             if usable:
                 self.eligible.append(index)
                 self.present.append(usable)
@@ -178,9 +175,7 @@ def evaluation_episodes(
             annotated = {int(c) for c in record.labels}
             choices = sorted(c for c in class_ids - annotated if pool.for_class(c))
             rng = np.random.default_rng([record.image_id, 1])
-            absent = sorted(
-                int(c) for c in rng.choice(choices, min(absent_per_image, len(choices)), replace=False)
-            )
+            absent = sorted(int(c) for c in rng.choice(choices, min(absent_per_image, len(choices)), replace=False))
         for category_id, is_present in [(c, True) for c in present] + [(c, False) for c in absent]:
             queries = evaluation_queries(pool, category_id, record.image_id, repeats)
             for repeat, query in enumerate(queries):

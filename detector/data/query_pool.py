@@ -64,9 +64,7 @@ class QueryPool:
     def image_ids(self, category_id: int) -> np.ndarray:
         """Image id of every exemplar of ``category_id``, in pool order (cached)."""
         if category_id not in self._image_ids:
-            self._image_ids[category_id] = np.array(
-                [q.image_id for q in self.for_class(category_id)], np.int64
-            )
+            self._image_ids[category_id] = np.array([q.image_id for q in self.for_class(category_id)], np.int64)
         return self._image_ids[category_id]
 
     def counts(self) -> dict[str, int]:
@@ -99,13 +97,9 @@ class QueryPool:
             for box, label, ignore in zip(image.boxes, image.labels, image.ignore):
                 if ignore or min(box[2] - box[0], box[3] - box[1]) < min_size:
                     continue
-                if found is not None and not _matched(
-                    box, int(label), found.get(image.image_id, []), iou_threshold
-                ):
+                if found is not None and not _matched(box, int(label), found.get(image.image_id, []), iou_threshold):
                     continue
-                records.append(
-                    QueryRecord(int(label), image.image_id, image.path, tuple(float(v) for v in box))
-                )
+                records.append(QueryRecord(int(label), image.image_id, image.path, tuple(float(v) for v in box)))
         return cls(records, data.categories)
 
     @classmethod
@@ -120,18 +114,12 @@ class QueryPool:
             missing = {"file_name", "bbox", "category"} - set(row)
             if missing:
                 raise ValueError(f"query record {i} lacks {sorted(missing)}: {row}")
-            category = data.category(
-                int(row["category"]) if str(row["category"]).isdigit() else row["category"]
-            )
+            category = data.category(int(row["category"]) if str(row["category"]).isdigit() else row["category"])
             x1, y1, x2, y2 = (float(v) for v in row["bbox"])
             if x2 - x1 < 1 or y2 - y1 < 1:
-                raise ValueError(
-                    f"query record {i} has a degenerate box {row['bbox']} (x2 <= x1 or y2 <= y1)"
-                )
+                raise ValueError(f"query record {i} has a degenerate box {row['bbox']} (x2 <= x1 or y2 <= y1)")
             image_id = int(row.get("image_id", by_name.get(Path(row["file_name"]).name, -1)))
-            records.append(
-                QueryRecord(category.id, image_id, Path(image_root) / row["file_name"], (x1, y1, x2, y2))
-            )
+            records.append(QueryRecord(category.id, image_id, Path(image_root) / row["file_name"], (x1, y1, x2, y2)))
         return cls(records, data.categories)
 
     # --- files --------------------------------------------------------------------------------------------
@@ -139,11 +127,7 @@ class QueryPool:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        root = (
-            Path(os.path.commonpath([str(r.path.parent) for r in self.records]))
-            if self.records
-            else path.parent
-        )
+        root = Path(os.path.commonpath([str(r.path.parent) for r in self.records])) if self.records else path.parent
         queries = [
             {
                 "category_id": r.category_id,
@@ -168,9 +152,7 @@ class QueryPool:
     def load(cls, path: str | Path) -> QueryPool:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"query pool {path} does not exist; build one with tools/build_query_pool.py"
-            )
+            raise FileNotFoundError(f"query pool {path} does not exist; build one with tools/build_query_pool.py")
         body = json.loads(path.read_text())
         if body.get("format") != FORMAT:
             raise ValueError(

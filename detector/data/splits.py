@@ -133,9 +133,7 @@ def explicit_split(class_names: list[str], unseen: list[str]) -> Split:
     unknown = [n for n in unseen if n not in class_names]
     if unknown:
         raise ValueError(f"unseen classes {unknown} are not in the data set; its classes: {class_names}")
-    return Split(
-        tuple(n for n in class_names if n not in unseen), tuple(n for n in class_names if n in unseen)
-    )
+    return Split(tuple(n for n in class_names if n not in unseen), tuple(n for n in class_names if n in unseen))
 
 
 def seen_only(data: DetectionData, split: Split) -> DetectionData:
@@ -145,7 +143,5 @@ def seen_only(data: DetectionData, split: Split) -> DetectionData:
     images = []
     for record in data.images:
         keep = [int(label) in seen_ids for label in record.labels]
-        images.append(
-            replace(record, boxes=record.boxes[keep], labels=record.labels[keep], ignore=record.ignore[keep])
-        )
+        images.append(replace(record, boxes=record.boxes[keep], labels=record.labels[keep], ignore=record.ignore[keep]))
     return DetectionData(f"{data.name}-seen", data.categories, images)

@@ -126,9 +126,7 @@ def _shape_mask(name: str, rng: np.random.Generator) -> np.ndarray:
         cv2.circle(mask, (64, 64), 56, 255, -1, cv2.LINE_AA)
     elif name == "crescent":
         cv2.circle(mask, (64, 64), 56, 255, -1, cv2.LINE_AA)
-        cv2.circle(
-            mask, (int(64 + rng.uniform(22, 34)), int(64 - rng.uniform(0, 14))), 50, 0, -1, cv2.LINE_AA
-        )
+        cv2.circle(mask, (int(64 + rng.uniform(22, 34)), int(64 - rng.uniform(0, 14))), 50, 0, -1, cv2.LINE_AA)
     elif name == "heart":
         t = np.linspace(0, 2 * np.pi, 80)
         x, y = 16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
@@ -136,9 +134,7 @@ def _shape_mask(name: str, rng: np.random.Generator) -> np.ndarray:
         cv2.fillPoly(mask, [jitter(pts).astype(np.int32)], 255, cv2.LINE_AA)
     elif name == "drop":
         cv2.circle(mask, (64, 82), 40, 255, -1, cv2.LINE_AA)
-        cv2.fillPoly(
-            mask, [jitter([(0.5, 0.04), (0.81, 0.55), (0.19, 0.55)]).astype(np.int32)], 255, cv2.LINE_AA
-        )
+        cv2.fillPoly(mask, [jitter([(0.5, 0.04), (0.81, 0.55), (0.19, 0.55)]).astype(np.int32)], 255, cv2.LINE_AA)
     elif name in ("pentagon", "hexagon", "star"):
         pts = {
             "pentagon": lambda: _regular_polygon(5, rng),
@@ -259,9 +255,7 @@ def render_image(seed: int, subset: str, index: int, size: BenchmarkSize) -> tup
     owner = np.full((h, w), -1, np.int32)
     n_classes = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1]))
     classes = rng.choice(len(CLASSES), n_classes, replace=False)
-    plan = [
-        int(c) for c in classes for _ in range(int(rng.choice(6, p=[0.45, 0.25, 0.12, 0.08, 0.05, 0.05])) + 1)
-    ]
+    plan = [int(c) for c in classes for _ in range(int(rng.choice(6, p=[0.45, 0.25, 0.12, 0.08, 0.05, 0.05])) + 1)]
     rng.shuffle(plan)
     objects: list[dict] = []
     pixel_counts: list[int] = []

@@ -51,13 +51,15 @@ class TargetTransform:
         params = A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, min_width=1, min_height=1)
         self.compose = A.Compose(ops, bbox_params=params) if ops else None
 
-    def __call__(
-        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, seed: int
-    ) -> TransformedTarget:
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, seed: int) -> TransformedTarget:
         if self.compose is not None:
             self.compose.set_random_seed(seed)
             out = self.compose(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
-            image, boxes, labels = out["image"], np.asarray(out["bboxes"], np.float32).reshape(-1, 4), out["labels"]
+            image, boxes, labels = (
+                out["image"],
+                np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
+                out["labels"],
+            )
         # DETR-style resize: shorter side to the drawn size unless the longer side would pass max_size.
         # albumentations' LongestMaxSize also enlarges, so this step (two lines of arithmetic) is ours.
         short = self.sizes[int(np.random.default_rng(seed).integers(len(self.sizes)))]
@@ -94,9 +96,7 @@ def crop_box(image: np.ndarray, box: tuple[float, float, float, float]) -> np.nd
     x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
     x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
     if x2 - x1 < 1 or y2 - y1 < 1:
-        raise ValueError(
-            f"query box {tuple(round(v, 1) for v in box)} has no pixels inside the {w}x{h} image"
-        )
+        raise ValueError(f"query box {tuple(round(v, 1) for v in box)} has no pixels inside the {w}x{h} image")
     return image[y1:y2, x1:x2]
 
 

@@ -26,9 +26,11 @@ class CheckpointError(RuntimeError):
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                                                     *np_state[2:]],
-            "python": [list(v) if isinstance(v, tuple) else v for v in random.getstate()]}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [list(v) if isinstance(v, tuple) else v for v in random.getstate()],
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -85,8 +87,11 @@ def check_model_config(saved: dict, current: dict, path: str | Path) -> None:
 
     walk(saved, current, "model.")
     if differences:
-        raise CheckpointError(f"checkpoint {path} was trained with another model config: " + "; ".join(differences)
-                              + ". Use the checkpoint's own config (the run folder's config.yaml) or retrain.")
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another model config: "
+            + "; ".join(differences)
+            + ". Use the checkpoint's own config (the run folder's config.yaml) or retrain."
+        )
 
 
 def prune(folder: Path, keep: int) -> None:

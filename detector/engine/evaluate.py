@@ -23,15 +23,26 @@ from . import distributed
 
 
 def episodes_for(config: Config, test: SplitData) -> list[Episode]:
-    per_repeat = evaluation_episodes(test.data, test.pool, test.class_ids, config.eval.repeats,
-                                     config.eval.absent_per_image if config.eval.absent else 0,
-                                     config.eval.max_images)
+    per_repeat = evaluation_episodes(
+        test.data,
+        test.pool,
+        test.class_ids,
+        config.eval.repeats,
+        config.eval.absent_per_image if config.eval.absent else 0,
+        config.eval.max_images,
+    )
     return [episode for repeat in per_repeat for episode in repeat]
 
 
 @torch.no_grad()
-def evaluate_model(model: IADETR, postprocessor: PostProcessor, config: Config, test: SplitData,
-                   device: torch.device, progress: bool = True) -> dict:
+def evaluate_model(
+    model: IADETR,
+    postprocessor: PostProcessor,
+    config: Config,
+    test: SplitData,
+    device: torch.device,
+    progress: bool = True,
+) -> dict:
     """Standard (and, with ``config.eval.absent``, extended) protocol; episodes are sharded over processes
     under torchrun and the detections gathered on every rank."""
     episodes = episodes_for(config, test)
@@ -39,9 +50,13 @@ def evaluate_model(model: IADETR, postprocessor: PostProcessor, config: Config, 
     shard = episodes[rank::world]
     target_tf, query_tf = build_transforms(config.data, train=False)
     dataset = EpisodeDataset(test.data, shard, target_tf, query_tf, seed=0)
-    loader = DataLoader(dataset, batch_size=config.eval.batch_size, shuffle=False,
-                        num_workers=config.data.num_workers,
-                        collate_fn=partial(collate, size_divisor=config.data.size_divisor))
+    loader = DataLoader(
+        dataset,
+        batch_size=config.eval.batch_size,
+        shuffle=False,
+        num_workers=config.data.num_workers,
+        collate_fn=partial(collate, size_divisor=config.data.size_divisor),
+    )
     was_training = model.training
     model.eval()
     start, processed = time.perf_counter(), []

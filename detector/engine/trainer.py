@@ -31,7 +31,15 @@ from ..models import build
 from ..models.criterion import SetCriterion
 from ..models.ia_detr import IADETR
 from . import distributed
-from .checkpoint import CheckpointError, check_model_config, load_checkpoint, prune, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CheckpointError,
+    check_model_config,
+    load_checkpoint,
+    prune,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .evaluate import evaluate_model
 from .optim import build_optimizer, build_scheduler
 
@@ -96,7 +104,11 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     scheduler = build_scheduler(optimizer, config.train)
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay)) if config.train.ema_decay else None
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay))
+        if config.train.ema_decay
+        else None
+    )
     position, best = Position(), -1.0
 
     resume_path = (out / "last.pth") if resume == "auto" else (Path(resume) if resume else None)
@@ -122,10 +134,18 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     def checkpoint(path_name: str | None = None) -> None:
         if not main:
             return
-        state = {"model": model.state_dict(), "train_step": step_module.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                 "position": position.__dict__, "rng": rng_state(), "best": best, "config": config.to_dict()}
+        state = {
+            "model": model.state_dict(),
+            "train_step": step_module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "position": position.__dict__,
+            "rng": rng_state(),
+            "best": best,
+            "config": config.to_dict(),
+        }
         save_checkpoint(state, out / f"checkpoint_{position.step:07d}.pth")
         save_checkpoint(state, out / "last.pth")
         prune(out, config.train.keep_checkpoints)
@@ -145,16 +165,24 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         return result
 
     start_time, images = time.perf_counter(), 0
-    bar = tqdm(total=config.train.max_steps, initial=position.step, disable=not progress or not main,
-               desc=f"train {out.name}", dynamic_ncols=True)
+    bar = tqdm(
+        total=config.train.max_steps,
+        initial=position.step,
+        disable=not progress or not main,
+        desc=f"train {out.name}",
+        dynamic_ncols=True,
+    )
     micro, stop = 0, False
     while position.step < config.train.max_steps and not stop:
-        dataset = EpisodeDataset(train_data.data, sampler.epoch(position.epoch), target_tf, query_tf,
-                                 config.train.seed)
+        dataset = EpisodeDataset(train_data.data, sampler.epoch(position.epoch), target_tf, query_tf, config.train.seed)
         batches = _batches(len(dataset), config.train.batch_size, world, rank, position.batch)
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=config.data.num_workers,
-                            collate_fn=partial(collate, size_divisor=config.data.size_divisor),
-                            persistent_workers=False)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=config.data.num_workers,
+            collate_fn=partial(collate, size_divisor=config.data.size_divisor),
+            persistent_workers=False,
+        )
         for batch in loader:
             batch = batch.to(device)
             local_boxes = sum(len(t["boxes"]) for t in batch.targets)
@@ -186,8 +214,16 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{images / elapsed:.1f}")
             if main and position.step % config.train.log_every == 0:
                 terms = {k: round(v.item(), 4) for k, v in losses.items() if "_aux" not in k and "one2many" not in k}
-                _log(out, {"step": position.step, "epoch": position.epoch, "lr": lr,
-                           "images_per_s": round(images / elapsed, 2), **terms})
+                _log(
+                    out,
+                    {
+                        "step": position.step,
+                        "epoch": position.epoch,
+                        "lr": lr,
+                        "images_per_s": round(images / elapsed, 2),
+                        **terms,
+                    },
+                )
             if position.step % config.train.checkpoint_every == 0:
                 checkpoint()
             if config.train.eval_every > 0 and position.step % config.train.eval_every == 0:
@@ -204,11 +240,16 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     result = evaluate_now() if config.train.eval_every >= 0 else {}
     distributed.barrier()
     fingerprint = float(sum(p.detach().double().sum() for p in step_module.parameters()))
-    summary = {"output_dir": str(out), "steps": position.step, "epochs": position.epoch,
-               "parameter_fingerprint": fingerprint,
-               "minutes": round((time.perf_counter() - start_time) / 60, 2),
-               "images_per_s": round(images / max(time.perf_counter() - start_time, 1e-9), 2),
-               "seen_ap50": result.get("seen_ap50"), "unseen_ap50": result.get("unseen_ap50")}
+    summary = {
+        "output_dir": str(out),
+        "steps": position.step,
+        "epochs": position.epoch,
+        "parameter_fingerprint": fingerprint,
+        "minutes": round((time.perf_counter() - start_time) / 60, 2),
+        "images_per_s": round(images / max(time.perf_counter() - start_time, 1e-9), 2),
+        "seen_ap50": result.get("seen_ap50"),
+        "unseen_ap50": result.get("unseen_ap50"),
+    }
     # every rank writes its own summary: identical fingerprints show that the replicas stayed in sync
     (out / ("summary.json" if main else f"summary_rank{rank}.json")).write_text(json.dumps(summary, indent=1))
     return summary
@@ -223,10 +264,15 @@ def _stop_non_finite(out: Path, position: Position, losses: dict, batch: Batch, 
     terms = {k: float(v) for k, v in losses.items()}
     bad = [k for k, v in terms.items() if not math.isfinite(v)]
     if main:
-        save_checkpoint({"model": model.state_dict(), "config": {}, "losses": terms,
-                         "batch_meta": [{k: v for k, v in m.items() if isinstance(v, int | float | bool)}
-                                        for m in batch.meta]},
-                        out / f"nonfinite_step{position.step:07d}.pth")
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "config": {},
+                "losses": terms,
+                "batch_meta": [{k: v for k, v in m.items() if isinstance(v, int | float | bool)} for m in batch.meta],
+            },
+            out / f"nonfinite_step{position.step:07d}.pth",
+        )
     raise FloatingPointError(
         f"non-finite loss at step {position.step} (terms {bad}; all terms: {terms}). The weights before this step "
         f"and the batch's image ids are in {out}/nonfinite_step{position.step:07d}.pth; the last good checkpoint is "

@@ -50,9 +50,15 @@ class OneShotEvaluator:
             self.images.add(image_id)
             boxes, scores = np.asarray(det["boxes"], np.float64), np.asarray(det["scores"], np.float64)
             order = np.argsort(-scores)[: self.max_detections]
-            rows = [{"image_id": image_id, "category_id": episode.category_id,
-                     "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)}
-                    for b, s in zip(boxes[order].tolist(), scores[order].tolist())]
+            rows = [
+                {
+                    "image_id": image_id,
+                    "category_id": episode.category_id,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "score": float(s),
+                }
+                for b, s in zip(boxes[order].tolist(), scores[order].tolist())
+            ]
             if episode.present:
                 self.present[episode.repeat].extend(rows)
             else:
@@ -132,7 +138,10 @@ def summarise_repeats(per_repeat: list[dict], split: Split, images: int) -> dict
     for name in [*split.seen, *split.unseen]:
         values = [row["per_class"][name]["ap50"] for row in per_repeat if name in row["per_class"]]
         if values:
-            per_class[name] = {"ap50": float(np.mean(values)), "ap50_std": float(np.std(values)),
-                               "unseen": name in split.unseen}
+            per_class[name] = {
+                "ap50": float(np.mean(values)),
+                "ap50_std": float(np.std(values)),
+                "unseen": name in split.unseen,
+            }
     result["per_class"] = per_class
     return result

@@ -25,8 +25,10 @@ def _pm(result: dict, key: str) -> str:
 def console_table(result: dict) -> str:
     lines = [f"{'':10s} {'AP50':>14s} {'AP':>14s} {'AP75':>14s}"]
     for group in ("seen", "unseen"):
-        lines.append(f"{group:10s} {_pm(result, f'{group}_ap50'):>14s} {_pm(result, f'{group}_ap'):>14s} "
-                     f"{_pm(result, f'{group}_ap75'):>14s}")
+        lines.append(
+            f"{group:10s} {_pm(result, f'{group}_ap50'):>14s} {_pm(result, f'{group}_ap'):>14s} "
+            f"{_pm(result, f'{group}_ap75'):>14s}"
+        )
     for key in [k for k in result if k.startswith("fp_per_absent") and not k.endswith("_std")]:
         lines.append(f"{key}: {_pm(result, key)}")
     for key in ("seen_ap50_with_absent", "unseen_ap50_with_absent"):
@@ -38,18 +40,35 @@ def console_table(result: dict) -> str:
 def markdown_report(result: dict, settings: dict) -> str:
     lines = ["# One-shot evaluation", "", "## Settings", ""]
     lines += [f"- {k}: `{v}`" for k, v in settings.items()]
-    lines += ["", f"- images: {result['images']}, repeats: {result['repeats']}", "", "## Means over classes", "",
-              "| classes | AP50 | AP | AP75 |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"- images: {result['images']}, repeats: {result['repeats']}",
+        "",
+        "## Means over classes",
+        "",
+        "| classes | AP50 | AP | AP75 |",
+        "|---|---|---|---|",
+    ]
     for group in ("seen", "unseen"):
-        lines.append(f"| {group} | {_pm(result, f'{group}_ap50')} | {_pm(result, f'{group}_ap')} | "
-                     f"{_pm(result, f'{group}_ap75')} |")
+        lines.append(
+            f"| {group} | {_pm(result, f'{group}_ap50')} | {_pm(result, f'{group}_ap')} | "
+            f"{_pm(result, f'{group}_ap75')} |"
+        )
     extended = [k for k in result if ("absent" in k) and not k.endswith("_std")]
     if extended:
         lines += ["", "## Extended protocol (absent classes queried)", ""]
         lines += [f"- {k}: {_pm(result, k)}" for k in extended]
-    lines += ["", "## Per class (AP50, mean ± std over repeats)", "", "| class | split | AP50 |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Per class (AP50, mean ± std over repeats)",
+        "",
+        "| class | split | AP50 |",
+        "|---|---|---|",
+    ]
     for name, row in result["per_class"].items():
-        lines.append(f"| {name} | {'unseen' if row['unseen'] else 'seen'} | {row['ap50']:.1f} ± {row['ap50_std']:.1f} |")
+        lines.append(
+            f"| {name} | {'unseen' if row['unseen'] else 'seen'} | {row['ap50']:.1f} ± {row['ap50_std']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -62,8 +81,10 @@ def write_reports(result: dict, out_dir: str | Path, settings: dict) -> None:
 
 def four_split_table(results: dict[int, dict], dataset: str) -> str:
     """Our per-split seen/unseen AP50 (mean ± std over repeats) and their average, beside the paper's rows."""
-    lines = ["| method | " + " | ".join(f"split {k} seen / unseen" for k in sorted(results)) + " | average |",
-             "|---|" + "---|" * (len(results) + 1)]
+    lines = [
+        "| method | " + " | ".join(f"split {k} seen / unseen" for k in sorted(results)) + " | average |",
+        "|---|" + "---|" * (len(results) + 1),
+    ]
     seen = [r["seen_ap50"] for r in results.values()]
     unseen = [r["unseen_ap50"] for r in results.values()]
     cells = [f"{_pm(r, 'seen_ap50')} / {_pm(r, 'unseen_ap50')}" for _, r in sorted(results.items())]

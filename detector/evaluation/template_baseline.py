@@ -19,9 +19,19 @@ class TemplateMatcher:
     boxes from all scales go through NMS. Scores are the correlation, mapped from [-1, 1] to [0, 1].
     """
 
-    def __init__(self, sides: tuple[int, ...] = (16, 24, 32, 44, 60, 80, 104), per_scale: int = 20,
-                 nms_iou: float = 0.3, max_detections: int = 100) -> None:
-        self.sides, self.per_scale, self.nms_iou, self.max_detections = sides, per_scale, nms_iou, max_detections
+    def __init__(
+        self,
+        sides: tuple[int, ...] = (16, 24, 32, 44, 60, 80, 104),
+        per_scale: int = 20,
+        nms_iou: float = 0.3,
+        max_detections: int = 100,
+    ) -> None:
+        self.sides, self.per_scale, self.nms_iou, self.max_detections = (
+            sides,
+            per_scale,
+            nms_iou,
+            max_detections,
+        )
 
     def predict(self, query_patch: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
         image = cv2.cvtColor(target, cv2.COLOR_RGB2GRAY)

@@ -47,8 +47,10 @@ def check_query_box(box: tuple[float, float, float, float], width: int, height: 
     if cx2 <= cx1 or cy2 <= cy1:
         raise ValueError(f"query_box {box} lies outside the {width}x{height} query image")
     if min(cx2 - cx1, cy2 - cy1) < MIN_QUERY_SIDE:
-        raise ValueError(f"query_box {box} is smaller than {MIN_QUERY_SIDE} pixels inside the {width}x{height} "
-                         f"image; draw a box around the whole object")
+        raise ValueError(
+            f"query_box {box} is smaller than {MIN_QUERY_SIDE} pixels inside the {width}x{height} "
+            f"image; draw a box around the whole object"
+        )
     return cx1, cy1, cx2, cy2
 
 
@@ -81,9 +83,13 @@ class Predictor:
         return to_tensor(self.query_transform(array, box, seed=0))
 
     @torch.no_grad()
-    def predict(self, query_image: ImageLike | list[ImageLike], target_image: ImageLike | list[ImageLike],
-                query_box: tuple | list[tuple | None] | None = None, score_threshold: float = 0.3
-                ) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
+    def predict(
+        self,
+        query_image: ImageLike | list[ImageLike],
+        target_image: ImageLike | list[ImageLike],
+        query_box: tuple | list[tuple | None] | None = None,
+        score_threshold: float = 0.3,
+    ) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
         """Detections of the query's class in the target(s): ``{"boxes": (k, 4) xyxy, "scores": (k,)}``.
 
         ``query_box``: where the object is in the query image (``xyxy`` pixels); ``None`` uses the whole
@@ -108,8 +114,13 @@ class Predictor:
         query_images = stacked[None].expand(b, -1, -1, -1, -1) if len(queries) > 1 else stacked.expand(b, -1, -1, -1)
         query_masks = masks[None].expand(b, -1, -1, -1) if len(queries) > 1 else masks.expand(b, -1, -1)
         sizes = torch.tensor([s.meta["size"] for s in samples], device=self.device)
-        outputs = self.model(batch.target_images.to(self.device), batch.target_masks.to(self.device),
-                             query_images.to(self.device), query_masks.to(self.device), sizes)
+        outputs = self.model(
+            batch.target_images.to(self.device),
+            batch.target_masks.to(self.device),
+            query_images.to(self.device),
+            query_masks.to(self.device),
+            sizes,
+        )
         results = []
         for det in self.postprocessor(outputs, torch.tensor(originals, device=self.device)):
             keep = det["scores"] >= score_threshold

@@ -11,6 +11,7 @@ shape mismatches are reported.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -58,13 +59,12 @@ class TinyBackbone(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width, 6 * width]
-        self.units = nn.Sequential(
-            *[
-                unit
-                for i, o in zip([3, *widths[:-1]], widths)
-                for unit in (_conv_unit(i, o, 2), _conv_unit(o, o, 1))
-            ]
-        )
+        # the first stage has a single strided conv: a second conv at half resolution would cost a fifth
+        # of the network's compute for little gain at this scale
+        units = [_conv_unit(3, widths[0], 2)]
+        for i, o in itertools.pairwise(widths):
+            units += [_conv_unit(i, o, 2), _conv_unit(o, o, 1)]
+        self.units = nn.Sequential(*units)
         self.out_channels = widths[-1]
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:

@@ -44,12 +44,10 @@ def build_backbone(config: ModelConfig, load_weights: bool = True) -> Backbone:
     return Backbone(body, config.hidden_dim, trainable=spec.trainable)
 
 
-def build_model(config: ModelConfig, load_weights: bool = True) -> IADETR:
+def build_model(config: ModelConfig, load_weights: bool = True, query_extent: int = 300) -> IADETR:
     layers = [
         DecoderLayer(
-            build_fusion(
-                config.fusion, config.hidden_dim, config.num_heads, config.bias_hidden_dim, config.dropout
-            ),
+            build_fusion(config.fusion, config.hidden_dim, config.num_heads, config.bias_hidden_dim, config.dropout),
             config.hidden_dim,
             config.num_heads,
             config.ffn_dim,
@@ -65,6 +63,7 @@ def build_model(config: ModelConfig, load_weights: bool = True) -> IADETR:
         config.hidden_dim,
         config.num_queries,
         config.num_queries_one2many,
+        query_extent,
     )
 
 
@@ -87,4 +86,5 @@ def build(config: Config, load_weights: bool = True) -> tuple[IADETR, SetCriteri
         model_config.hidden_dim,
         loss.identity_weight,
     )
-    return build_model(model_config, load_weights), criterion, PostProcessor(config.eval.max_detections)
+    model = build_model(model_config, load_weights, config.data.query_size)
+    return model, criterion, PostProcessor(config.eval.max_detections)

@@ -59,9 +59,7 @@ class SetCriterion(nn.Module):
         target = torch.cat([t[c.to(t.device)] for t, (_, c) in zip(targets, indices)]).float()
         if len(target):
             l1 = F.l1_loss(matched, target, reduction="sum")
-            giou = (
-                1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(matched), cxcywh_to_xyxy(target)))
-            ).sum()
+            giou = (1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(matched), cxcywh_to_xyxy(target)))).sum()
         else:
             l1 = giou = boxes.sum() * 0.0
         return {"class": focal / num_boxes, "l1": l1 / num_boxes, "giou": giou / num_boxes}, indices
@@ -109,12 +107,13 @@ class SetCriterion(nn.Module):
         classes = self.identity_head.out_features
         if int(labels.max()) >= classes:
             raise ValueError(
-                f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, "
-                f"it is {classes}"
+                f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, it is {classes}"
             )
         query_loss = F.cross_entropy(self.identity_head(outputs.query_embedding[known]), labels[known])
-        matched = [outputs.hidden[b, rows.to(labels.device)] if known[b] else outputs.hidden[b, :0]
-                   for b, (rows, _) in enumerate(indices)]
+        matched = [
+            outputs.hidden[b, rows.to(labels.device)] if known[b] else outputs.hidden[b, :0]
+            for b, (rows, _) in enumerate(indices)
+        ]
         matched_labels = torch.cat([labels[b].repeat(len(m)) for b, m in enumerate(matched)])
         if len(matched_labels) == 0:
             return query_loss

@@ -22,9 +22,7 @@ from .proposals import MLP
 
 
 class DecoderLayer(nn.Module):
-    def __init__(
-        self, fusion: nn.Module, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, fusion: nn.Module, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.fusion = fusion
@@ -46,9 +44,7 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         h = self.norm1(queries)
         qk = h + query_pos
-        queries = queries + self.dropout(
-            self.self_attn(qk, qk, h, attn_mask=self_attn_mask, need_weights=False)[0]
-        )
+        queries = queries + self.dropout(self.self_attn(qk, qk, h, attn_mask=self_attn_mask, need_weights=False)[0])
         h = self.norm2(queries) + query_pos
         queries = queries + self.dropout(
             self.fusion(h, conditioning, content, key_padding_mask=key_padding_mask, relation=relation)

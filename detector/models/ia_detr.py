@@ -55,8 +55,10 @@ class IADETR(nn.Module):
         hidden_dim: int,
         num_queries: int,
         num_queries_one2many: int = 0,
+        query_extent: int = 300,
     ) -> None:
         super().__init__()
+        self.query_extent = query_extent  # longest side of a query patch (data.query_size)
         self.backbone, self.decoder, self.proposal_head = backbone, decoder, proposal_head
         self.hidden_dim = hidden_dim
         self.num_queries, self.num_queries_one2many = num_queries, num_queries_one2many
@@ -67,21 +69,27 @@ class IADETR(nn.Module):
             nn.init.constant_(head.bias, prior)
         nn.init.constant_(proposal_head.score.bias, prior)
 
-    def encode_queries(self, query_images: torch.Tensor, query_masks: torch.Tensor,
-                       grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_queries(
+        self, query_images: torch.Tensor, query_masks: torch.Tensor, grid: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(B, d, h, w)`` and mask ``(B, h, w)`` of one query image per target ``(B, 3, H, W)``, or of
         ``k`` per target ``(B, k, 3, H, W)``.
 
-        The backbone runs only on the top-left region that holds the query patches (rounded up to the
-        stride); the rest of the grid is padding. k-shot: the ``k`` feature maps are averaged cell by cell
-        over the patches valid there, and a cell is valid if it is valid in any of them.
+        The backbone runs only on the top-left ``query_extent`` pixels (rounded up to the stride), where the
+        query patches are; the rest of the grid is padding. The extent is static, so the model exports.
+        k-shot: the ``k`` feature maps are averaged cell by cell over the patches valid there, and a cell is
+        valid if it is valid in any of them.
         """
-        valid = ~query_masks.reshape(-1, *query_masks.shape[-2:])
-        rows, cols = valid.any(0).any(1).nonzero(), valid.any(0).any(0).nonzero()
         stride = self.backbone.stride
-        height = int(rows.max() + 1) if len(rows) else stride
-        width = int(cols.max() + 1) if len(cols) else stride
-        height, width = -(-height // stride) * stride, -(-width // stride) * stride
+        extent = -(-self.query_extent // stride) * stride
+        height, width = min(extent, query_images.shape[-2]), min(extent, query_images.shape[-1])
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            outside = ~query_masks[..., height:, :].all() or ~query_masks[..., :, width:].all()
+            if bool(outside):
+                raise ValueError(
+                    f"query patches must fit in the top-left {extent}x{extent} pixels (the model's "
+                    f"query_extent); resize them to data.query_size"
+                )
         images = query_images[..., :height, :width].reshape(-1, 3, height, width)
         features, masks = self.backbone(images, query_masks[..., :height, :width].reshape(-1, height, width))
         features = F.pad(features, (0, grid[1] - features.shape[-1], 0, grid[0] - features.shape[-2]))
@@ -95,8 +103,14 @@ class IADETR(nn.Module):
         features = (features * weights).sum(1) / weights.sum(1).clamp(min=1)
         return features, masks.all(dim=1)
 
-    def forward(self, target_images: torch.Tensor, target_masks: torch.Tensor, query_images: torch.Tensor,
-                query_masks: torch.Tensor, image_sizes: torch.Tensor) -> DetectorOutput:
+    def forward(
+        self,
+        target_images: torch.Tensor,
+        target_masks: torch.Tensor,
+        query_images: torch.Tensor,
+        query_masks: torch.Tensor,
+        image_sizes: torch.Tensor,
+    ) -> DetectorOutput:
         """Args:
             target_images ``(B, 3, H, W)``, target_masks ``(B, H, W)`` (``True`` = padding);
             query_images ``(B, 3, H, W)`` or ``(B, k, 3, H, W)`` on the same grid, query_masks likewise;
@@ -115,9 +129,7 @@ class IADETR(nn.Module):
         query_seq = query_feats.flatten(2).transpose(1, 2)
         padding = (target_mask & query_mask).flatten(1)
 
-        proposal_logits, proposal_boxes = self.proposal_head(
-            target_seq, ~target_mask.flatten(1), (h, w), image_sizes
-        )
+        proposal_logits, proposal_boxes = self.proposal_head(target_seq, ~target_mask.flatten(1), (h, w), image_sizes)
         n_o2m = self.num_queries_one2many if self.training else 0
         reference = select_top_k(proposal_logits, proposal_boxes, self.num_queries)
         content = self.query_content.weight[: self.num_queries]

@@ -29,9 +29,7 @@ class HungarianMatcher(nn.Module):
         self.class_cost, self.l1_cost, self.giou_cost = class_cost, l1_cost, giou_cost
         self.alpha, self.gamma = alpha, gamma
 
-    def cost_matrix(
-        self, logits: torch.Tensor, boxes: torch.Tensor, target_boxes: torch.Tensor
-    ) -> torch.Tensor:
+    def cost_matrix(self, logits: torch.Tensor, boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:
         """``logits (N,)``, ``boxes (N, 4)``, ``target_boxes (M, 4)`` (``cxcywh``) -> cost ``(N, M)``."""
         p = logits.float().sigmoid()
         positive = self.alpha * (1 - p) ** self.gamma * -(p + 1e-8).log()
@@ -53,9 +51,7 @@ class HungarianMatcher(nn.Module):
             empty = torch.zeros(0, dtype=torch.int64)
             return [(empty, empty) for _ in range(b)]
         # one batched cost computation, split per image
-        costs = (
-            self.cost_matrix(logits.flatten(), boxes.flatten(0, 1), torch.cat(targets)).view(b, n, -1).cpu()
-        )
+        costs = self.cost_matrix(logits.flatten(), boxes.flatten(0, 1), torch.cat(targets)).view(b, n, -1).cpu()
         out = []
         for i, chunk in enumerate(costs.split(sizes, dim=-1)):
             rows, cols = linear_sum_assignment(chunk[i].numpy())

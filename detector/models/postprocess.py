@@ -19,9 +19,7 @@ class PostProcessor:
         self.top_k = top_k
 
     @torch.no_grad()
-    def __call__(
-        self, outputs: DetectorOutput, original_sizes: torch.Tensor
-    ) -> list[dict[str, torch.Tensor]]:
+    def __call__(self, outputs: DetectorOutput, original_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """``original_sizes (B, 2)`` as ``(height, width)``. Returns ``[{"scores": (k,), "boxes": (k, 4)}]``
         sorted by score."""
         scores = outputs.logits.float().sigmoid()

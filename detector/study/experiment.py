@@ -35,9 +35,7 @@ class StudySettings:
     workers: int = 2
 
 
-def _loss_and_correct(
-    model: SequenceModel, data: TaskData, index: torch.Tensor
-) -> tuple[torch.Tensor, int, int]:
+def _loss_and_correct(model: SequenceModel, data: TaskData, index: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     logits = model(data.x[index], data.y[index])
     target = data.target[index]
     if data.per_token:
@@ -103,9 +101,7 @@ def run_study(settings: StudySettings, out_dir: str | Path, theory_trials: int =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    jobs = [
-        (t, b, s, settings) for t in settings.tasks for b in settings.blocks for s in range(settings.seeds)
-    ]
+    jobs = [(t, b, s, settings) for t in settings.tasks for b in settings.blocks for s in range(settings.seeds)]
     if settings.workers > 1:
         with ProcessPoolExecutor(settings.workers) as pool:
             runs = list(pool.map(_job, jobs))
@@ -156,9 +152,7 @@ def markdown_table(summary: dict, settings: StudySettings) -> str:
         "|---|" + "---|" * len(tasks),
     ]
     for block in settings.blocks:
-        cells = [
-            f"{100 * summary[t][block]['mean']:.1f} ± {100 * summary[t][block]['std']:.1f}" for t in tasks
-        ]
+        cells = [f"{100 * summary[t][block]['mean']:.1f} ± {100 * summary[t][block]['std']:.1f}" for t in tasks]
         lines.append(f"| {NAMES[block]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

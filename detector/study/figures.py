@@ -69,18 +69,12 @@ def theory_figures(theory: dict, out: Path) -> None:
     rows = [r for r in theory["value_noise"] if r["sharpness"] == 1.0]
     for sigma in sorted({r["sigma"] for r in rows}):
         sel = [r for r in rows if r["sigma"] == sigma]
-        axes[0].plot(
-            [r["d"] for r in sel], [r["measured_snr"] for r in sel], "o-", label=f"value noise sigma={sigma}"
-        )
+        axes[0].plot([r["d"] for r in sel], [r["measured_snr"] for r in sel], "o-", label=f"value noise sigma={sigma}")
     mis = theory["misalignment"]
     for shift in sorted({r["shift"] for r in mis}):
         sel = [r for r in mis if r["shift"] == shift]
-        axes[0].plot(
-            [r["d"] for r in sel], [r["measured_snr"] for r in sel], "s--", label=f"misaligned, shift={shift}"
-        )
-        axes[1].plot(
-            [r["d"] for r in sel], [r["measured_gamma"] for r in sel], "o", label=f"measured, shift={shift}"
-        )
+        axes[0].plot([r["d"] for r in sel], [r["measured_snr"] for r in sel], "s--", label=f"misaligned, shift={shift}")
+        axes[1].plot([r["d"] for r in sel], [r["measured_gamma"] for r in sel], "o", label=f"measured, shift={shift}")
         axes[1].plot([r["d"] for r in sel], [r["predicted_gamma"] for r in sel], "k-", lw=0.8)
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].set(xscale="log", yscale="log", xlabel="d", ylabel="SNR", title="SNR vs d")

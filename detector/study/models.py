@@ -61,9 +61,7 @@ class SequenceModel(nn.Module):
             DecoderLayer(make_block(block, dim, heads), dim, heads, ffn_dim) for _ in range(layers)
         )
         self.moves_reference = block == "indirect"
-        self.refine = (
-            nn.ModuleList(nn.Linear(dim, 1) for _ in range(layers)) if self.moves_reference else None
-        )
+        self.refine = nn.ModuleList(nn.Linear(dim, 1) for _ in range(layers)) if self.moves_reference else None
         if self.refine is not None:
             for head in self.refine:
                 nn.init.zeros_(head.weight)

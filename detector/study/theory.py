@@ -74,9 +74,7 @@ def run_theory(trials: int = 4000, dims: tuple[int, ...] = (16, 32, 64, 128, 256
     """All checks over a grid of ``d``, sharpness, noise and shift; rows of measured vs predicted."""
     value_rows = [
         value_noise_error(d, n, s, sigma, trials, seed=i)
-        for i, (d, s, sigma) in enumerate(
-            (d, s, sig) for d in dims for s in (0.0, 1.0, 4.0) for sig in (0.5, 1.0, 2.0)
-        )
+        for i, (d, s, sigma) in enumerate((d, s, sig) for d in dims for s in (0.0, 1.0, 4.0) for sig in (0.5, 1.0, 2.0))
     ]
     misaligned_rows = [
         misalignment_noise(d, n, shift, 1.0, trials, seed=i)

@@ -7,8 +7,7 @@ from detector.config import DataConfig
 from detector.data.catalog import load_dataset, split_for
 from detector.data.checker import check_coco
 from detector.data.dataset import EpisodeDataset, collate
-from detector.data.episodes import EpochEpisodes
-from detector.data.episodes import TrainEpisodeSampler
+from detector.data.episodes import EpochEpisodes, TrainEpisodeSampler
 from detector.data.query_pool import QueryPool
 from detector.data.splits import seen_only
 from detector.data.transforms import QueryTransform, TargetTransform

@@ -52,14 +52,10 @@ def test_class_weighting_is_inverse_frequency(synthetic_root):
     sampler = TrainEpisodeSampler(train, pool, seen_ids, seed=0)
     # an image with two classes of different frequency picks the rarer one more often
     slot = next(
-        i
-        for i, c in enumerate(sampler.present)
-        if len(c) == 2 and sampler.frequency[c[0]] != sampler.frequency[c[1]]
+        i for i, c in enumerate(sampler.present) if len(c) == 2 and sampler.frequency[c[0]] != sampler.frequency[c[1]]
     )
     rare, common = sorted(sampler.present[slot], key=lambda c: sampler.frequency[c])
-    picks = [
-        sampler.episode(e, int(np.flatnonzero(sampler.order(e) == slot)[0])).category_id for e in range(400)
-    ]
+    picks = [sampler.episode(e, int(np.flatnonzero(sampler.order(e) == slot)[0])).category_id for e in range(400)]
     expected = (1 / sampler.frequency[rare]) / (1 / sampler.frequency[rare] + 1 / sampler.frequency[common])
     assert abs(picks.count(rare) / len(picks) - expected) < 0.08
 

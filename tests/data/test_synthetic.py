@@ -23,9 +23,7 @@ def test_benchmark_properties(synthetic_root):
         assert len(record.classes()) < len(CLASSES)  # some classes are absent from every image
         for label in set(record.labels.tolist()):
             per_class_instances.append(int((record.labels == label).sum()))
-        box_sides = np.maximum(
-            record.boxes[:, 2] - record.boxes[:, 0], record.boxes[:, 3] - record.boxes[:, 1]
-        )
+        box_sides = np.maximum(record.boxes[:, 2] - record.boxes[:, 0], record.boxes[:, 3] - record.boxes[:, 1])
         sides.extend(box_sides.tolist())
         assert (record.boxes[:, 2] <= record.width).all() and (record.boxes[:, 3] <= record.height).all()
     assert max(per_class_instances) <= 6 and min(per_class_instances) >= 1

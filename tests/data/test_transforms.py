@@ -30,9 +30,7 @@ def test_train_transform_boxes_still_frame_the_drawn_object():
 
 def test_test_transform_is_a_pure_resize():
     image, boxes = _image_with_rectangle()
-    out = TargetTransform(train=False, sizes=[1], max_size=1000, test_size=150)(
-        image, boxes, np.array([1]), 0
-    )
+    out = TargetTransform(train=False, sizes=[1], max_size=1000, test_size=150)(image, boxes, np.array([1]), 0)
     assert out.image.shape[:2] == (150, 210)
     np.testing.assert_allclose(out.boxes[0], boxes[0] * 0.5, atol=1e-3)
 

@@ -39,9 +39,7 @@ def test_voc_parsing(tmp_path):
     data = load_voc(tmp_path / "VOCdevkit", [("2007", "test")])
     assert [c.name for c in data.categories][:3] == ["aeroplane", "bicycle", "bird"]
     first, second = data.images
-    assert (
-        first.image_id == 1 and first.path.name == "000001.jpg" and (first.width, first.height) == (200, 100)
-    )
+    assert first.image_id == 1 and first.path.name == "000001.jpg" and (first.width, first.height) == (200, 100)
     assert first.boxes[0].tolist() == [10, 20, 50, 60]  # 1-based inclusive -> 0-based xyxy
     assert data.category(int(first.labels[0])).name == "cat"
     assert first.ignore.tolist() == [False, True]  # difficult kept but ignored

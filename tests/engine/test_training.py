@@ -15,10 +15,25 @@ from detector.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
-    "model.backbone.width=8", "model.hidden_dim=32", "model.num_heads=4", "model.num_layers=1", "model.ffn_dim=64",
-    "model.num_queries=8", "model.bias_hidden_dim=16", "data.target_sizes=[96]", "data.target_max_size=128",
-    "data.test_size=96", "data.query_size=32", "data.min_query_size=8", "data.num_workers=0", "train.batch_size=2",
-    "train.warmup_steps=2", "train.lr_drop_at=1.0", "train.log_every=1", "eval.repeats=1", "eval.max_images=4",
+    "model.backbone.width=8",
+    "model.hidden_dim=32",
+    "model.num_heads=4",
+    "model.num_layers=1",
+    "model.ffn_dim=64",
+    "model.num_queries=8",
+    "model.bias_hidden_dim=16",
+    "data.target_sizes=[96]",
+    "data.target_max_size=128",
+    "data.test_size=96",
+    "data.query_size=32",
+    "data.min_query_size=8",
+    "data.num_workers=0",
+    "train.batch_size=2",
+    "train.warmup_steps=2",
+    "train.lr_drop_at=1.0",
+    "train.log_every=1",
+    "eval.repeats=1",
+    "eval.max_images=4",
     "eval.batch_size=4",
 ]
 
@@ -51,16 +66,23 @@ def test_two_step_run_writes_checkpoint_and_metrics(data_root, tmp_path):
 
 
 def _train_cli(data_root, out, *extra):
-    return [sys.executable, str(ROOT / "tools/train.py"), "--config", str(ROOT / "configs/tiny_synthetic.yaml"),
-            "--no-progress", *_overrides(data_root, out, "train.eval_every=-1", *extra)]
+    return [
+        sys.executable,
+        str(ROOT / "tools/train.py"),
+        "--config",
+        str(ROOT / "configs/tiny_synthetic.yaml"),
+        "--no-progress",
+        *_overrides(data_root, out, "train.eval_every=-1", *extra),
+    ]
 
 
 def test_kill_and_resume_reaches_the_same_weights(data_root, tmp_path):
     steps = ["train.max_steps=8", "train.checkpoint_every=2"]
     subprocess.run(_train_cli(data_root, tmp_path / "straight", *steps), check=True, capture_output=True)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_cli(data_root, killed, *steps), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _train_cli(data_root, killed, *steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not (killed / "checkpoint_0000004.pth").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -77,8 +99,10 @@ def test_kill_and_resume_reaches_the_same_weights(data_root, tmp_path):
 
 
 def test_corrupted_and_foreign_checkpoints_are_refused(data_root, tmp_path):
-    config = load_config(ROOT / "configs/tiny_synthetic.yaml",
-                         _overrides(data_root, tmp_path, "train.max_steps=1", "train.eval_every=-1"))
+    config = load_config(
+        ROOT / "configs/tiny_synthetic.yaml",
+        _overrides(data_root, tmp_path, "train.max_steps=1", "train.eval_every=-1"),
+    )
     train(config, progress=False)
     good = (tmp_path / "last.pth").read_bytes()
     (tmp_path / "truncated.pth").write_bytes(good[: len(good) // 2])
@@ -87,8 +111,10 @@ def test_corrupted_and_foreign_checkpoints_are_refused(data_root, tmp_path):
     (tmp_path / "text.pth").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(tmp_path / "text.pth")
-    other = load_config(ROOT / "configs/tiny_synthetic.yaml",
-                        _overrides(data_root, tmp_path, "train.max_steps=2", "model.num_layers=2"))
+    other = load_config(
+        ROOT / "configs/tiny_synthetic.yaml",
+        _overrides(data_root, tmp_path, "train.max_steps=2", "model.num_layers=2"),
+    )
     with pytest.raises(CheckpointError, match="model.num_layers: checkpoint 1, config 2"):
         train(other, resume=str(tmp_path / "last.pth"), progress=False)
 
@@ -96,17 +122,36 @@ def test_corrupted_and_foreign_checkpoints_are_refused(data_root, tmp_path):
 def test_config_typo_names_the_closest_key():
     with pytest.raises(ConfigError, match=r"unknown config key train.max_step; did you mean train\.max_steps"):
         load_config(ROOT / "configs/tiny_synthetic.yaml", ["train.max_step=3"])
-    result = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--config",
-                             str(ROOT / "configs/tiny_synthetic.yaml"), "model.fusoin=cross"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools/train.py"),
+            "--config",
+            str(ROOT / "configs/tiny_synthetic.yaml"),
+            "model.fusoin=cross",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "did you mean model.fusion" in result.stderr
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               str(ROOT / "tools/train.py"), "--config", str(ROOT / "configs/tiny_synthetic.yaml"), "--no-progress",
-               *_overrides(data_root, tmp_path, "train.max_steps=3", "train.eval_every=0")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(ROOT / "tools/train.py"),
+        "--config",
+        str(ROOT / "configs/tiny_synthetic.yaml"),
+        "--no-progress",
+        *_overrides(data_root, tmp_path, "train.max_steps=3", "train.eval_every=0"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = json.loads((tmp_path / "summary.json").read_text())

@@ -1,6 +1,5 @@
 import contextlib
 import io
-
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,33 @@ from detector.evaluation.template_baseline import TemplateMatcher
 
 def _data():
     images = [
-        ImageRecord(10, Path("a.jpg"), 100, 100, np.array([[10, 10, 30, 30], [50, 50, 90, 90]], np.float32),
-                    np.array([1, 2]), np.array([False, False])),
-        ImageRecord(11, Path("b.jpg"), 100, 100, np.array([[0, 0, 40, 40], [60, 60, 80, 80]], np.float32),
-                    np.array([1, 1]), np.array([False, False])),
-        ImageRecord(12, Path("c.jpg"), 100, 100, np.array([[5, 5, 50, 50]], np.float32), np.array([2]), np.array([False])),
+        ImageRecord(
+            10,
+            Path("a.jpg"),
+            100,
+            100,
+            np.array([[10, 10, 30, 30], [50, 50, 90, 90]], np.float32),
+            np.array([1, 2]),
+            np.array([False, False]),
+        ),
+        ImageRecord(
+            11,
+            Path("b.jpg"),
+            100,
+            100,
+            np.array([[0, 0, 40, 40], [60, 60, 80, 80]], np.float32),
+            np.array([1, 1]),
+            np.array([False, False]),
+        ),
+        ImageRecord(
+            12,
+            Path("c.jpg"),
+            100,
+            100,
+            np.array([[5, 5, 50, 50]], np.float32),
+            np.array([2]),
+            np.array([False]),
+        ),
     ]
     return DetectionData("toy", [Category(1, "cat"), Category(2, "dog")], images)
 
@@ -42,8 +63,10 @@ def test_ground_truth_detections_give_100():
         for record in data.images:
             for category in sorted(record.classes()):
                 boxes = record.boxes[record.labels == category]
-                evaluator.process([_episode(data, record.image_id, category, repeat=repeat)],
-                                  [{"boxes": boxes, "scores": np.ones(len(boxes))}])
+                evaluator.process(
+                    [_episode(data, record.image_id, category, repeat=repeat)],
+                    [{"boxes": boxes, "scores": np.ones(len(boxes))}],
+                )
     result = evaluator.evaluate()
     assert result["seen_ap50"] == pytest.approx(100.0) and result["unseen_ap50"] == pytest.approx(100.0)
     assert result["seen_ap50_std"] == pytest.approx(0.0) and result["repeats"] == 3
@@ -61,9 +84,18 @@ def test_mix_of_hits_and_misses_equals_pycocotools_directly():
     evaluator = OneShotEvaluator(data, SPLIT)
     coco_dets = []
     for (image_id, category), (boxes, scores) in detections.items():
-        evaluator.process([_episode(data, image_id, category)], [{"boxes": np.array(boxes), "scores": np.array(scores)}])
-        coco_dets += [{"image_id": image_id, "category_id": category, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                       "score": s} for b, s in zip(boxes, scores)]
+        evaluator.process(
+            [_episode(data, image_id, category)], [{"boxes": np.array(boxes), "scores": np.array(scores)}]
+        )
+        coco_dets += [
+            {
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                "score": s,
+            }
+            for b, s in zip(boxes, scores)
+        ]
     result = evaluator.evaluate()
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
@@ -88,10 +120,14 @@ def test_absent_episodes_count_false_positives():
         evaluator.process([_episode(data, image_id, 1)], [{"boxes": cats, "scores": np.full(len(cats), 0.9)}])
     evaluator.process([_episode(data, 12, 2)], [{"boxes": np.array([[5, 5, 50, 50]]), "scores": np.array([0.9])}])
     # cat queried in c.jpg (no cat): detections at 0.95, 0.4, 0.2; dog queried in b.jpg (no dog): one at 0.35
-    evaluator.process([_episode(data, 12, 1, present=False)],
-                      [{"boxes": np.array([[0, 0, 10, 10]] * 3), "scores": np.array([0.95, 0.4, 0.2])}])
-    evaluator.process([_episode(data, 11, 2, present=False)],
-                      [{"boxes": np.array([[0, 0, 10, 10]]), "scores": np.array([0.35])}])
+    evaluator.process(
+        [_episode(data, 12, 1, present=False)],
+        [{"boxes": np.array([[0, 0, 10, 10]] * 3), "scores": np.array([0.95, 0.4, 0.2])}],
+    )
+    evaluator.process(
+        [_episode(data, 11, 2, present=False)],
+        [{"boxes": np.array([[0, 0, 10, 10]]), "scores": np.array([0.35])}],
+    )
     result = evaluator.evaluate()
     assert result["fp_per_absent_episode@0.3"] == pytest.approx(3 / 2)
     assert result["fp_per_absent_episode@0.5"] == pytest.approx(1 / 2)

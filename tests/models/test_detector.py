@@ -180,9 +180,7 @@ def test_postprocessor_maps_to_original_pixels():
 
     # a 400x300 (w x h) original resized to 200x150 and padded to 256x256: a box normalised by the resized
     # image (cx 0.5, cy 0.5, w 0.25, h 0.2) is x 150..250, y 120..180 in the original
-    out = DetectorOutput(
-        torch.tensor([[3.0, -1.0]]), torch.tensor([[[0.5, 0.5, 0.25, 0.2], [0.1, 0.1, 0.1, 0.1]]])
-    )
+    out = DetectorOutput(torch.tensor([[3.0, -1.0]]), torch.tensor([[[0.5, 0.5, 0.25, 0.2], [0.1, 0.1, 0.1, 0.1]]]))
     result = PostProcessor(top_k=2)(out, torch.tensor([[300, 400]]))[0]
     torch.testing.assert_close(result["boxes"][0], torch.tensor([150.0, 120.0, 250.0, 180.0]))
     assert result["scores"][0] > result["scores"][1]
