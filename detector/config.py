@@ -95,7 +95,7 @@ class LossConfig:
     identity_weight: float = 1.0
     contrastive_weight: float = 2.0
     contrastive_temperature: float = 0.5
-    contrastive_dim: int = 128
+    contrastive_dim: int = 0  # >0 (stage 1: 128) adds the contrastive loss on decoder outputs
 
 
 @dataclass

@@ -127,6 +127,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         if main:
             logger.info("resumed from %s at step %d", resume_path, position.step)
 
+    log = MetricsLog(out, config.train.tensorboard) if main else None
     ddp = DistributedDataParallel(step_module, find_unused_parameters=True) if world > 1 else step_module
     target_tf, query_tf = build_transforms(config.data, train=True)
     test_data: SplitData | None = None
@@ -158,7 +159,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         eval_model = ema.module if ema is not None else model
         result = evaluate_model(eval_model, postprocessor, config, test_data, device, progress)
         if main:
-            _log(out, {"step": position.step, **{k: v for k, v in result.items() if isinstance(v, float)}})
+            log({"step": position.step, **{k: v for k, v in result.items() if isinstance(v, float)}})
             if result["unseen_ap50"] > best:
                 best = result["unseen_ap50"]
                 checkpoint("best.pth")
@@ -214,8 +215,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{images / elapsed:.1f}")
             if main and position.step % config.train.log_every == 0:
                 terms = {k: round(v.item(), 4) for k, v in losses.items() if "_aux" not in k and "one2many" not in k}
-                _log(
-                    out,
+                log(
                     {
                         "step": position.step,
                         "epoch": position.epoch,
@@ -255,9 +255,26 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     return summary
 
 
-def _log(out: Path, row: dict) -> None:
-    with (out / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+class MetricsLog:
+    """Appends rows to ``metrics.jsonl``; with ``tensorboard`` also writes scalars for TensorBoard."""
+
+    def __init__(self, out: Path, tensorboard: bool = False) -> None:
+        self.path, self.writer = out / "metrics.jsonl", None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise RuntimeError("train.tensorboard needs tensorboard: pip install tensorboard") from error
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def __call__(self, row: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, row["step"])
+            self.writer.flush()
 
 
 def _stop_non_finite(out: Path, position: Position, losses: dict, batch: Batch, model: IADETR, main: bool) -> None:

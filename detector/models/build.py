@@ -85,6 +85,9 @@ def build(config: Config, load_weights: bool = True) -> tuple[IADETR, SetCriteri
         model_config.identity_classes,
         model_config.hidden_dim,
         loss.identity_weight,
+        loss.contrastive_dim,
+        loss.contrastive_weight,
+        loss.contrastive_temperature,
     )
     model = build_model(model_config, load_weights, config.data.query_size)
     return model, criterion, PostProcessor(config.eval.max_detections)

@@ -35,6 +35,9 @@ class SetCriterion(nn.Module):
         identity_classes: int = 0,
         hidden_dim: int = 256,
         identity_weight: float = 1.0,
+        contrastive_dim: int = 0,
+        contrastive_weight: float = 2.0,
+        contrastive_temperature: float = 0.5,
     ) -> None:
         super().__init__()
         self.matcher = matcher
@@ -43,6 +46,9 @@ class SetCriterion(nn.Module):
         self.one2many_repeats, self.one2many_weight = one2many_repeats, one2many_weight
         self.identity_weight = identity_weight
         self.identity_head = nn.Linear(hidden_dim, identity_classes) if identity_classes else None
+        self.contrastive_weight, self.temperature = contrastive_weight, contrastive_temperature
+        self.project_box = nn.Linear(hidden_dim, contrastive_dim) if contrastive_dim else None
+        self.project_query = nn.Linear(hidden_dim, contrastive_dim) if contrastive_dim else None
 
     def set_loss(
         self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[torch.Tensor], num_boxes: float
@@ -96,6 +102,8 @@ class SetCriterion(nn.Module):
                 add(f"_one2many{i}", self.set_loss(logits, pred, repeated, count)[0], self.one2many_weight)
         if self.identity_head is not None:
             losses["identity"] = self.identity_weight * self.identity_loss(outputs, targets, indices)
+        if self.project_box is not None:
+            losses["contrastive"] = self.contrastive_weight * self.contrastive_loss(outputs, indices)
         losses["loss"] = sum(losses.values())
         return losses
 
@@ -119,3 +127,15 @@ class SetCriterion(nn.Module):
             return query_loss
         box_loss = F.cross_entropy(self.identity_head(torch.cat(matched)), matched_labels)
         return query_loss + box_loss
+
+    def contrastive_loss(self, outputs: DetectorOutput, indices: list) -> torch.Tensor:
+        """InfoNCE between each episode's first matched decoder output and the pooled query-image features,
+        the other episodes of the batch being negatives (stage 1: 128-d projections, temperature 0.5)."""
+        rows = [(b, int(r[0])) for b, (r, _) in enumerate(indices) if len(r)]
+        if len(rows) < 2:
+            return outputs.query_embedding.sum() * 0.0
+        batch = torch.tensor([b for b, _ in rows], device=outputs.hidden.device)
+        boxes = F.normalize(self.project_box(outputs.hidden[batch, torch.tensor([q for _, q in rows])]), dim=-1)
+        queries = F.normalize(self.project_query(outputs.query_embedding[batch]), dim=-1)
+        logits = boxes @ queries.T / self.temperature
+        return F.cross_entropy(logits, torch.arange(len(rows), device=logits.device))

@@ -34,7 +34,7 @@ class DetectorOutput:
         proposals: dense two-stage proposals ``(logits (B, h*w), boxes (B, h*w, 4))``.
         one2many: every layer's ``(logits, boxes)`` of the one-to-many queries (training only).
         hidden: final-layer one-to-one query features ``(B, Nq, d)``.
-        query_embedding: pooled query-image features ``(B, d)``.
+        query_embedding: max-pooled query-image features ``(B, d)``.
     """
 
     logits: torch.Tensor
@@ -145,8 +145,9 @@ class IADETR(nn.Module):
         logits = torch.stack([head(hid).squeeze(-1) for head, hid in zip(self.class_heads, out.hidden)])
         nq = self.num_queries
         layers = list(zip(logits[:, :, :nq], out.boxes[:, :, :nq]))
-        valid_query = (~query_mask).flatten(1).float()[..., None]
-        query_embedding = (query_seq * valid_query).sum(1) / valid_query.sum(1).clamp(min=1)
+        # max-pooled: the mean of group-normalised features is the same for every image
+        query_embedding = query_seq.masked_fill(query_mask.flatten(1)[..., None], float("-inf")).amax(1)
+        query_embedding = torch.nan_to_num(query_embedding, neginf=0.0)
         return DetectorOutput(
             logits=layers[-1][0],
             boxes=layers[-1][1],

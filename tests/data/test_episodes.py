@@ -103,3 +103,18 @@ def test_evaluation_queries_cycle_short_pools(synthetic_root):
     n = len(pool.for_class(cid))
     queries = evaluation_queries(pool, cid, image_id=-1, repeats=n + 2)
     assert queries[n] == queries[0] and queries[n + 1] == queries[1]
+
+
+def test_self_query_episodes_crop_the_target(synthetic_root):
+    from detector.data.episodes import SELF_QUERY, SelfQueryEpisodes
+
+    train, _, _, _ = _train(synthetic_root)
+    sampler = SelfQueryEpisodes(train, seed=3)
+    for index in range(len(sampler)):
+        episode = sampler.episode(0, index)
+        record = train.images[episode.image_index]
+        x1, y1, x2, y2 = episode.query.box
+        assert episode.category_id == SELF_QUERY and episode.query.image_id == record.image_id
+        assert 0 <= x1 < x2 <= record.width and 0 <= y1 < y2 <= record.height
+        assert min(x2 - x1, y2 - y1) >= 0.05 * min(record.width, record.height)
+    assert sampler.episode(1, 2) == SelfQueryEpisodes(train, seed=3).episode(1, 2)

@@ -159,3 +159,38 @@ def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
     assert rank0["steps"] == rank1["steps"] == 3
     assert rank0["parameter_fingerprint"] == rank1["parameter_fingerprint"]
     assert rank0["unseen_ap50"] == rank1["unseen_ap50"]  # evaluation shards gathered on every rank
+
+
+def test_stage1_self_supervised_then_stage2_from_it(data_root, tmp_path):
+    stage1 = load_config(
+        ROOT / "configs/tiny_synthetic.yaml",
+        _overrides(
+            data_root,
+            tmp_path / "s1",
+            "train.stage=1",
+            "train.max_steps=2",
+            "loss.contrastive_dim=16",
+            "model.backbone.trainable=false",
+            "train.eval_every=-1",
+        ),
+    )
+    train(stage1, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()]
+    assert all("contrastive" in r for r in rows if "loss" in r)
+    frozen = load_checkpoint(tmp_path / "s1" / "last.pth")["model"]
+    stage2 = load_config(
+        ROOT / "configs/tiny_synthetic.yaml",
+        _overrides(
+            data_root,
+            tmp_path / "s2",
+            "train.max_steps=1",
+            f"train.init_from={tmp_path / 's1' / 'last.pth'}",
+            "train.eval_every=-1",
+            "train.lr=1e-12",
+            "train.warmup_steps=1",
+        ),
+    )
+    train(stage2, progress=False)
+    started = load_checkpoint(tmp_path / "s2" / "last.pth")["model"]
+    key = "decoder.layers.0.fusion.q_proj.weight"
+    torch.testing.assert_close(started[key], frozen[key], rtol=0, atol=1e-6)  # lr ~ 0: still the stage-1 weights
