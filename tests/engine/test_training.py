@@ -194,3 +194,22 @@ def test_stage1_self_supervised_then_stage2_from_it(data_root, tmp_path):
     started = load_checkpoint(tmp_path / "s2" / "last.pth")["model"]
     key = "decoder.layers.0.fusion.q_proj.weight"
     torch.testing.assert_close(started[key], frozen[key], rtol=0, atol=1e-6)  # lr ~ 0: still the stage-1 weights
+
+
+def test_non_finite_loss_stops_with_the_step_and_terms(data_root, tmp_path, monkeypatch):
+    from detector.models.criterion import SetCriterion
+
+    original = SetCriterion.forward
+
+    def poisoned(self, outputs, targets, num_boxes=None):
+        losses = original(self, outputs, targets, num_boxes)
+        losses["giou"] = losses["giou"] * float("nan")
+        losses["loss"] = sum(v for k, v in losses.items() if k != "loss")
+        return losses
+
+    monkeypatch.setattr(SetCriterion, "forward", poisoned)
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml", _overrides(data_root, tmp_path, "train.max_steps=3"))
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 0 \(terms \['giou', 'loss'\]"):
+        train(config, progress=False)
+    saved = load_checkpoint(tmp_path / "nonfinite_step0000000.pth")
+    assert saved["batch_meta"] and "image_id" in saved["batch_meta"][0]
