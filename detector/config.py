@@ -59,7 +59,6 @@ class DataConfig:
 class BackboneConfig:
     name: str = "resnet50"  # resnet18 | resnet50 | swin_v2_s | tiny
     weights: str | None = None  # torchvision weights name (e.g. IMAGENET1K_V2) or a local file
-    freeze_bn: bool = True
     trainable: bool = True
     width: int = 32  # channels of the "tiny" backbone's first stage
 

@@ -12,8 +12,6 @@ Each module returns an additive attention bias of shape ``(B, heads, Nq, n)``, o
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -72,7 +70,3 @@ class BoxRelativePositionBias(nn.Module):
         bias_y = self.mlp_y(dy).permute(0, 3, 1, 2)  # (B, heads, Nq, h)
         bias = bias_y[..., :, None] + bias_x[..., None, :]  # (B, heads, Nq, h, w)
         return bias.flatten(-2)
-
-    @staticmethod
-    def grid_for(image_size: int, stride: int) -> int:
-        return math.ceil(image_size / stride)

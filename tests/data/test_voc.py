@@ -75,7 +75,6 @@ def test_data_root_resolution(tmp_path, monkeypatch):
     from detector.data.catalog import data_root
 
     monkeypatch.setenv("IA_DETR_DATA_ROOT", str(tmp_path / "env"))
-    assert data_root("explicit") == data_root("explicit")
     assert str(data_root("explicit")) == "explicit"
     assert data_root(None) == tmp_path / "env"
     monkeypatch.delenv("IA_DETR_DATA_ROOT")
