@@ -213,3 +213,35 @@ def test_non_finite_loss_stops_with_the_step_and_terms(data_root, tmp_path, monk
         train(config, progress=False)
     saved = load_checkpoint(tmp_path / "nonfinite_step0000000.pth")
     assert saved["batch_meta"] and "image_id" in saved["batch_meta"][0]
+
+
+def test_eval_several_split_checkpoints_in_one_call(data_root, tmp_path):
+    from detector.cli.eval import main as eval_main
+
+    paths = []
+    for split in (1, 2):
+        out = tmp_path / f"split{split}"
+        train(
+            load_config(
+                ROOT / "configs/tiny_synthetic.yaml",
+                _overrides(data_root, out, "train.max_steps=1", "train.eval_every=-1", f"data.split={split}"),
+            ),
+            progress=False,
+        )
+        paths.append(str(out / "last.pth"))
+    results = eval_main(
+        [
+            "--config",
+            str(ROOT / "configs/tiny_synthetic.yaml"),
+            "--checkpoint",
+            *paths,
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+            *_overrides(data_root, tmp_path),
+        ]
+    )
+    assert set(results) == {1, 2}
+    assert (tmp_path / "eval" / "split1" / "results.json").is_file()
+    table = (tmp_path / "eval" / "splits.md").read_text()
+    assert "| ours |" in table and "split 1 seen / unseen" in table and "split 2 seen / unseen" in table
