@@ -100,7 +100,7 @@ class SelfQueryEpisodes:
     the shorter side, aspect 1:2 to 2:1) and is the only positive; the image's annotated boxes stay in the
     target as negatives. Seeded per ``(epoch, index)`` like :class:`TrainEpisodeSampler`."""
 
-    def __init__(self, data: DetectionData, class_ids: set[int] | None = None, seed: int = 0) -> None:
+    def __init__(self, data: DetectionData, seed: int = 0) -> None:
         self.data, self.seed = data, seed
         self.eligible = list(range(len(data.images)))
         self._epoch, self._order = -1, np.arange(0)

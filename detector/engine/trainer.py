@@ -91,7 +91,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     torch.manual_seed(config.train.seed)
     train_data = build_split_data(config.data, "train")
     if config.train.stage == 1:
-        sampler = SelfQueryEpisodes(train_data.data, train_data.class_ids, config.train.seed)
+        sampler = SelfQueryEpisodes(train_data.data, config.train.seed)
     else:
         sampler = TrainEpisodeSampler(train_data.data, train_data.pool, train_data.class_ids, config.train.seed)
     model, criterion, postprocessor = build(config)
