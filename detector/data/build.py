@@ -40,4 +40,4 @@ def build_transforms(config: DataConfig, train: bool) -> tuple[TargetTransform, 
     target = TargetTransform(
         train, config.target_sizes, config.target_max_size, config.test_size, config.hflip, config.random_crop
     )
-    return target, QueryTransform(train, config.query_size, config.query_augment)
+    return target, QueryTransform(train, config.query_size, config.query_augment, config.hflip)

@@ -72,12 +72,16 @@ class TargetTransform:
 
 
 class QueryTransform:
-    def __init__(self, train: bool, query_size: int, augment: bool = True) -> None:
+    """Crop the query box and resize its longer side to ``query_size``; in training, augment it (colour
+    jitter, perspective, grayscale, blur, and a horizontal flip when ``hflip``: data whose classes are not
+    mirror-symmetric, such as glyphs, must not flip their queries)."""
+
+    def __init__(self, train: bool, query_size: int, augment: bool = True, hflip: bool = True) -> None:
         ops: list[A.BasicTransform] = [A.LongestMaxSize(max_size=query_size, interpolation=cv2.INTER_LINEAR)]
         if train and augment:
             ops += [
                 A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.8),
-                A.HorizontalFlip(p=0.5),
+                A.HorizontalFlip(p=0.5 if hflip else 0.0),
                 A.Perspective(scale=(0.02, 0.08), p=0.3),
                 A.ToGray(p=0.1),
                 A.GaussianBlur(blur_limit=(3, 5), p=0.2),

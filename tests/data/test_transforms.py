@@ -68,3 +68,18 @@ def test_box_normalisation_and_tensor():
     torch.testing.assert_close(
         tensor[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])
     )
+
+
+def test_query_flip_follows_hflip():
+    # left half bright, right half dark: a flip puts the bright half on the right
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, :50] = 230
+    box = (0.0, 0.0, 100.0, 100.0)
+
+    def flipped(hflip):
+        transform = QueryTransform(train=True, query_size=100, hflip=hflip)
+        sides = [transform(image, box, seed) for seed in range(40)]
+        return sum(int(p[:, :50].mean() < p[:, 50:].mean()) for p in sides)
+
+    assert flipped(hflip=False) == 0  # glyph data: a mirrored query is another class
+    assert 8 <= flipped(hflip=True) <= 32  # p = 0.5
