@@ -49,7 +49,7 @@ class DataConfig:
     test_size: int = 512
     query_size: int = 300  # longer side of the query patch
     size_divisor: int = 32  # the common grid is padded to a multiple of this
-    hflip: bool = True
+    hflip: bool = True  # horizontal flips of targets and queries in training (off for glyphs)
     random_crop: bool = True
     query_augment: bool = True
     num_workers: int = 2
@@ -77,6 +77,12 @@ class ModelConfig:
     one2many_repeats: int = 6
     bias_hidden_dim: int = 512  # box relative position bias MLP width
     look_forward_twice: bool = True
+    # object query content = learned embedding + target feature at its proposal cell (q_i = m_i + y_pi(i));
+    # false: the learned embedding alone
+    content_from_target: bool = True
+    # adds scale * cos(object features, pooled query embedding) to each class logit: an explicit match term
+    # (not in the paper, whose class head is linear; the CPU-tiny model needs it to use the query, see README)
+    match_similarity: bool = False
     identity_classes: int = 0  # >0: training-only base-class identity head over this many category ids
 
 
@@ -108,6 +114,13 @@ class TrainConfig:
     max_steps: int = 100_000
     max_minutes: float = 0.0  # >0 stops (after a checkpoint) when this wall time is reached
     lr: float = 2e-4
+    # >0: before the first step, pre-train backbone + identity head this many steps to classify the training
+    # split's query-pool crops (seen classes only; needs model.identity_classes): for backbones from scratch
+    pretrain_steps: int = 0
+    pretrain_batch_size: int = 64
+    pretrain_crop_size: int = 64  # longer side of a crop, pixels
+    pretrain_lr: float = 1e-3
+    pretrain_max_crops: int = 20_000
     backbone_lr_scale: float = 0.1
     layer_decay: float = 0.9
     weight_decay: float = 0.05

@@ -64,6 +64,8 @@ def build_model(config: ModelConfig, load_weights: bool = True, query_extent: in
         config.num_queries,
         config.num_queries_one2many,
         query_extent,
+        config.content_from_target,
+        config.match_similarity,
     )
 
 

@@ -2,9 +2,10 @@
 two-stage proposals, and on the one-to-many queries (hybrid matching, ground truth repeated ``k`` times).
 
 Optional training-only terms:
-- ``identity``: a linear head classifies the pooled query-image features and the matched query features
-  into the base (seen) classes. Labels exist in training; supervising class identity teaches the features to
-  tell classes apart instead of becoming a generic "any object" detector (SPEC section 7).
+- ``identity``: a linear head classifies into the base (seen) classes the pooled query-image features, the
+  matched query features, and the target features pooled in every labelled target box (RoIAlign, max).
+  Labels exist in training; supervising class identity teaches the features to tell classes apart instead
+  of becoming a generic "any object" detector (SPEC section 7).
 - ``contrastive`` (stage 1): matched query features of the same target box under two views are pulled
   together; provided by the training engine when enabled.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou, roi_align, sigmoid_focal_loss
 
+from .backbone import STRIDE
 from .box_ops import cxcywh_to_xyxy
 from .ia_detr import DetectorOutput
 from .matcher import HungarianMatcher
@@ -74,7 +76,7 @@ class SetCriterion(nn.Module):
         self, outputs: DetectorOutput, targets: list[dict[str, torch.Tensor]], num_boxes: float | None = None
     ) -> dict[str, torch.Tensor]:
         """Weighted losses by name (``class``, ``l1``, ``giou`` for the final layer; ``*_aux{i}``,
-        ``*_proposals``, ``*_one2many{i}``, ``identity``) and their sum under ``loss``.
+        ``*_proposals``, ``*_one2many{i}``, ``identity_*``, ``contrastive``) and their sum under ``loss``.
 
         ``num_boxes``: the normaliser; pass the all-reduced count when training on several processes.
         """
@@ -101,32 +103,65 @@ class SetCriterion(nn.Module):
             for i, (logits, pred) in enumerate(outputs.one2many):
                 add(f"_one2many{i}", self.set_loss(logits, pred, repeated, count)[0], self.one2many_weight)
         if self.identity_head is not None:
-            losses["identity"] = self.identity_weight * self.identity_loss(outputs, targets, indices)
+            for name, value in self.identity_losses(outputs, targets, indices).items():
+                losses[f"identity_{name}"] = self.identity_weight * value
         if self.project_box is not None:
             losses["contrastive"] = self.contrastive_weight * self.contrastive_loss(outputs, indices)
         losses["loss"] = sum(losses.values())
         return losses
 
-    def identity_loss(self, outputs: DetectorOutput, targets: list[dict], indices: list) -> torch.Tensor:
+    def identity_losses(self, outputs: DetectorOutput, targets: list[dict], indices: list) -> dict[str, torch.Tensor]:
+        """Unweighted identity cross-entropies: ``query`` (pooled query image), ``matched`` (decoder outputs
+        matched to the query's boxes), ``boxes`` (every labelled target box). None in stage 1, whose episodes
+        (query cropped from the target, ``query_label`` -1) have no class."""
         labels = torch.stack([t["query_label"] for t in targets]).to(outputs.logits.device)
-        known = labels >= 0  # stage-1 episodes (query cropped from the target) have no class
+        known = labels >= 0
         if not bool(known.any()):
-            return outputs.query_embedding.sum() * 0.0
-        classes = self.identity_head.out_features
-        if int(labels.max()) >= classes:
-            raise ValueError(
-                f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, it is {classes}"
-            )
-        query_loss = F.cross_entropy(self.identity_head(outputs.query_embedding[known]), labels[known])
+            return {}
+        self._check_labels(labels)
+        terms = {"query": F.cross_entropy(self.identity_head(outputs.query_embedding[known]), labels[known])}
         matched = [
             outputs.hidden[b, rows.to(labels.device)] if known[b] else outputs.hidden[b, :0]
             for b, (rows, _) in enumerate(indices)
         ]
         matched_labels = torch.cat([labels[b].repeat(len(m)) for b, m in enumerate(matched)])
-        if len(matched_labels) == 0:
-            return query_loss
-        box_loss = F.cross_entropy(self.identity_head(torch.cat(matched)), matched_labels)
-        return query_loss + box_loss
+        if len(matched_labels):
+            terms["matched"] = F.cross_entropy(self.identity_head(torch.cat(matched)), matched_labels)
+        if outputs.target_features is not None:
+            terms["boxes"] = self.target_box_identity_loss(outputs, targets)
+        return terms
+
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        classes = self.identity_head.out_features
+        if len(labels) and int(labels.max()) >= classes:
+            raise ValueError(
+                f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, it is {classes}"
+            )
+
+    def target_box_identity_loss(self, outputs: DetectorOutput, targets: list[dict]) -> torch.Tensor:
+        """Cross-entropy of the target features max-pooled (RoIAlign 3x3) in every box with a class label.
+
+        Every labelled box of a target counts, not only the query's class: several times more identity
+        samples per episode than the query alone, and the target features learn the same class space as the
+        query embedding.
+        """
+        features = outputs.target_features
+        rois, labels = [], []
+        for b, target in enumerate(targets):
+            keep = target["all_labels"] >= 0  # stage 1's self-query box has no class
+            boxes = target["all_boxes"][keep].to(features)
+            if not len(boxes):
+                continue
+            height, width = outputs.image_sizes[b].to(features)
+            xyxy = cxcywh_to_xyxy(boxes) * torch.stack([width, height, width, height])
+            rois.append(torch.cat([xyxy.new_full((len(xyxy), 1), float(b)), xyxy], 1))
+            labels.append(target["all_labels"][keep].to(features.device))
+        if not rois:
+            return features.sum() * 0.0
+        labels = torch.cat(labels)
+        self._check_labels(labels)
+        pooled = roi_align(features.float(), torch.cat(rois), 3, spatial_scale=1.0 / STRIDE, aligned=True)
+        return F.cross_entropy(self.identity_head(pooled.amax(dim=(2, 3)).to(features.dtype)), labels)
 
     def contrastive_loss(self, outputs: DetectorOutput, indices: list) -> torch.Tensor:
         """InfoNCE between each episode's first matched decoder output and the pooled query-image features,

@@ -1,9 +1,10 @@
 """IA-DETR: the one-shot detector.
 
 Target and query image share one padded grid and one backbone. There is no transformer encoder. Object
-queries (content: learned embeddings; position: sine embedding of the top-k proposal boxes scored from the
-target features) are decoded by layers whose fusion block reads keys from the query-image features and
-values from the target features (Indirect Attention), cell ``j`` of both being the same grid cell. A cell is
+queries (content: a learned embedding plus the target feature at the query's proposal cell,
+``q_i = m_i + y_pi(i)``; position: sine embedding of the top-k proposal boxes scored from the target
+features) are decoded by layers whose fusion block reads keys from the query-image features and values
+from the target features (Indirect Attention), cell ``j`` of both being the same grid cell. A cell is
 masked only where both images are padding. Each query predicts one logit, "matches the query", and a box.
 
 Training adds one-to-many queries (hybrid matching) kept apart from the one-to-one queries by the
@@ -35,6 +36,8 @@ class DetectorOutput:
         one2many: every layer's ``(logits, boxes)`` of the one-to-many queries (training only).
         hidden: final-layer one-to-one query features ``(B, Nq, d)``.
         query_embedding: max-pooled query-image features ``(B, d)``.
+        target_features: target-image features ``(B, d, h, w)`` (stride 16; padding zeroed), and
+        image_sizes: each target's unpadded ``(height, width)``, for training-only terms on target boxes.
     """
 
     logits: torch.Tensor
@@ -44,6 +47,24 @@ class DetectorOutput:
     one2many: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     hidden: torch.Tensor | None = None
     query_embedding: torch.Tensor | None = None
+    target_features: torch.Tensor | None = None
+    image_sizes: torch.Tensor | None = None
+
+
+class SimilarityLogit(nn.Module):
+    """``scale_l * cos(A h, B e)`` between each object's layer-``l`` decoder features ``h`` and the pooled
+    query embedding ``e``: an explicit "same class as the query?" term added to the class logit."""
+
+    def __init__(self, dim: int, num_layers: int, init_scale: float = 5.0) -> None:
+        super().__init__()
+        self.object_proj, self.query_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.scale = nn.Parameter(torch.full((num_layers,), init_scale))
+
+    def forward(self, hidden: torch.Tensor, query_embedding: torch.Tensor) -> torch.Tensor:
+        """``hidden (L, B, N, d)``, ``query_embedding (B, d)`` -> ``(L, B, N)``."""
+        objects = F.normalize(self.object_proj(hidden), dim=-1)
+        query = F.normalize(self.query_proj(query_embedding), dim=-1)
+        return (objects * query[None, :, None]).sum(-1) * self.scale[:, None, None]
 
 
 class IADETR(nn.Module):
@@ -56,6 +77,8 @@ class IADETR(nn.Module):
         num_queries: int,
         num_queries_one2many: int = 0,
         query_extent: int = 300,
+        content_from_target: bool = True,
+        match_similarity: bool = False,
     ) -> None:
         super().__init__()
         self.query_extent = query_extent  # longest side of a query patch (data.query_size)
@@ -63,7 +86,12 @@ class IADETR(nn.Module):
         self.hidden_dim = hidden_dim
         self.num_queries, self.num_queries_one2many = num_queries, num_queries_one2many
         self.query_content = nn.Embedding(num_queries + num_queries_one2many, hidden_dim)
+        # q_i = m_i + y_pi(i): the target feature at the proposal cell, normalised and projected
+        self.content_proj = (
+            nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim)) if content_from_target else None
+        )
         self.class_heads = nn.ModuleList(nn.Linear(hidden_dim, 1) for _ in decoder.layers)
+        self.similarity = SimilarityLogit(hidden_dim, len(decoder.layers)) if match_similarity else None
         prior = -4.595  # sigmoid(prior) = 0.01, the focal-loss prior
         for head in self.class_heads:
             nn.init.constant_(head.bias, prior)
@@ -131,23 +159,27 @@ class IADETR(nn.Module):
 
         proposal_logits, proposal_boxes = self.proposal_head(target_seq, ~target_mask.flatten(1), (h, w), image_sizes)
         n_o2m = self.num_queries_one2many if self.training else 0
-        reference = select_top_k(proposal_logits, proposal_boxes, self.num_queries)
-        content = self.query_content.weight[: self.num_queries]
+        reference, cells = select_top_k(proposal_logits, proposal_boxes, self.num_queries)
         attn_mask = None
         if n_o2m:
-            reference = torch.cat([reference, select_top_k(proposal_logits, proposal_boxes, n_o2m)], 1)
-            content = self.query_content.weight
+            reference_o2m, cells_o2m = select_top_k(proposal_logits, proposal_boxes, n_o2m)
+            reference, cells = torch.cat([reference, reference_o2m], 1), torch.cat([cells, cells_o2m], 1)
             attn_mask = self._group_mask(reference.device)
-        queries = content[None].expand(b, -1, -1)
+        queries = self.query_content.weight[None, : reference.shape[1]].expand(b, -1, -1)
+        if self.content_proj is not None:
+            picked = torch.gather(target_seq, 1, cells[..., None].expand(-1, -1, d))
+            queries = queries + self.content_proj(picked)
         out = self.decoder(
             queries, reference, query_seq + pos_q, target_seq + pos_t, padding, (h, w), image_sizes, attn_mask
         )
-        logits = torch.stack([head(hid).squeeze(-1) for head, hid in zip(self.class_heads, out.hidden)])
-        nq = self.num_queries
-        layers = list(zip(logits[:, :, :nq], out.boxes[:, :, :nq]))
         # max-pooled: the mean of group-normalised features is the same for every image
         query_embedding = query_seq.masked_fill(query_mask.flatten(1)[..., None], float("-inf")).amax(1)
         query_embedding = torch.nan_to_num(query_embedding, neginf=0.0)
+        logits = torch.stack([head(hid).squeeze(-1) for head, hid in zip(self.class_heads, out.hidden)])
+        if self.similarity is not None:
+            logits = logits + self.similarity(out.hidden, query_embedding)
+        nq = self.num_queries
+        layers = list(zip(logits[:, :, :nq], out.boxes[:, :, :nq]))
         return DetectorOutput(
             logits=layers[-1][0],
             boxes=layers[-1][1],
@@ -156,6 +188,8 @@ class IADETR(nn.Module):
             one2many=list(zip(logits[:, :, nq:], out.boxes[:, :, nq:])) if n_o2m else [],
             hidden=out.hidden[-1, :, :nq],
             query_embedding=query_embedding,
+            target_features=target_feats,
+            image_sizes=image_sizes,
         )
 
     def _group_mask(self, device: torch.device) -> torch.Tensor:

@@ -65,12 +65,13 @@ class ProposalHead(nn.Module):
         return logits, boxes
 
 
-def select_top_k(logits: torch.Tensor, boxes: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` highest-scoring proposal boxes ``(B, k, 4)``, detached (they seed the decoder).
+def select_top_k(logits: torch.Tensor, boxes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest-scoring proposal boxes ``(B, k, 4)``, detached (they seed the decoder), and their
+    cell indices ``(B, k)``.
 
     With fewer cells than ``k`` (small images, many one-to-many queries) the ranking repeats cyclically.
     """
     index = logits.topk(min(k, logits.shape[1]), dim=1).indices
     if index.shape[1] < k:
         index = index.repeat(1, -(-k // index.shape[1]))[:, :k]
-    return torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)).detach()
+    return torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)).detach(), index

@@ -189,3 +189,75 @@ def test_postprocessor_maps_to_original_pixels():
 def test_unknown_fusion_names_choices():
     with pytest.raises(ValueError, match="choose one of indirect, cross, misaligned"):
         _tiny("model.fusion=other")
+
+
+def test_query_content_is_embedding_plus_target_feature_at_proposal_cell():
+    model, _, _ = _tiny()
+    model.eval()
+    inputs, _ = _batch()
+    target, target_masks, *_rest, sizes = inputs
+    seen = {}
+    model.decoder.register_forward_pre_hook(lambda module, args: seen.update(queries=args[0]))
+    model(*inputs)
+    # independent recomputation: top-k cells of the proposal scores, their features, the projection
+    features, masks = model.backbone(target, target_masks)
+    seq = (features * ~masks[:, None]).flatten(2).transpose(1, 2)
+    logits, _ = model.proposal_head(seq, ~masks.flatten(1), features.shape[-2:], sizes)
+    for b in range(2):
+        cells = logits[b].topk(10).indices
+        expected = model.query_content.weight[:10] + model.content_proj(seq[b, cells])
+        torch.testing.assert_close(seen["queries"][b], expected, rtol=1e-5, atol=1e-5)
+    plain, _, _ = _tiny("model.content_from_target=false")
+    assert plain.content_proj is None
+
+
+def test_target_box_identity_is_cross_entropy_of_box_feature():
+    from detector.models.ia_detr import DetectorOutput
+
+    _, criterion, _ = _tiny()
+    torch.manual_seed(0)
+    c = torch.rand(64) + 0.5  # positive: bilinear samples mixing in the zero outside stay below it
+    features = torch.zeros(1, 64, 8, 8)
+    features[0, :, 2:5, 1:4] = c[:, None, None]  # cells y 2..4, x 1..3 = pixels y 32..80, x 16..64
+    out = DetectorOutput(
+        logits=torch.zeros(1, 10),
+        boxes=torch.rand(1, 10, 4),
+        hidden=torch.zeros(1, 10, 64),
+        query_embedding=torch.zeros(1, 64),
+        target_features=features,
+        image_sizes=torch.tensor([[128, 128]]),
+    )
+    box = torch.tensor([[40.0 / 128, 56.0 / 128, 48.0 / 128, 48.0 / 128]])  # the 3x3 cells, cxcywh
+    targets = [{"boxes": box, "all_boxes": box, "all_labels": torch.tensor([7]), "query_label": torch.tensor(7)}]
+    loss = criterion.target_box_identity_loss(out, targets)
+    expected = torch.nn.functional.cross_entropy(criterion.identity_head(c[None]), torch.tensor([7]))
+    torch.testing.assert_close(loss, expected)
+    # a stage-1 self-query box (label -1) is not a class: it is left out
+    targets[0]["all_boxes"] = torch.cat([box, box])
+    targets[0]["all_labels"] = torch.tensor([7, -1])
+    torch.testing.assert_close(criterion.target_box_identity_loss(out, targets), expected)
+    targets[0]["all_labels"] = torch.tensor([7, 99])
+    with pytest.raises(ValueError, match="identity_classes"):
+        criterion.target_box_identity_loss(out, targets)
+
+
+def test_similarity_logit_is_scaled_cosine_and_is_wired_into_the_class_logits():
+    from detector.models.ia_detr import SimilarityLogit
+
+    head = SimilarityLogit(dim=3, num_layers=2, init_scale=4.0)
+    with torch.no_grad():
+        for proj in (head.object_proj, head.query_proj):
+            proj.weight.copy_(torch.eye(3))
+            proj.bias.zero_()
+    hidden = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])[None, None].repeat(2, 1, 1, 1)  # (L=2, B=1, N=2, 3)
+    query = torch.tensor([[2.0, 0.0, 0.0]])
+    # cos((1,0,0), (1,0,0)) = 1, cos((1,1,0), (1,0,0)) = 1/sqrt(2)
+    torch.testing.assert_close(head(hidden, query), torch.tensor([[[4.0, 4.0 / 2**0.5]]] * 2))
+
+    model, _, _ = _tiny("model.match_similarity=true")
+    model.eval()
+    inputs, _ = _batch()
+    with_term = model(*inputs).logits
+    with torch.no_grad():
+        model.similarity.scale.zero_()
+    assert not torch.allclose(with_term, model(*inputs).logits)
