@@ -42,6 +42,7 @@ from .checkpoint import (
 )
 from .evaluate import evaluate_model
 from .optim import build_optimizer, build_scheduler
+from .pretrain import extract_crops, pretrain_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,32 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         result = model.load_state_dict(state["model"], strict=False)
         logger.info("initialised from %s (missing %s)", config.train.init_from, result.missing_keys)
     step_module = TrainStep(model, criterion).to(device)
+    run_start = time.perf_counter()
+    resume_path = (out / "last.pth") if resume == "auto" else (Path(resume) if resume else None)
+    resuming = resume_path is not None and (resume != "auto" or resume_path.exists())
+    if config.train.pretrain_steps > 0 and not resuming:
+        crops = extract_crops(
+            train_data.pool,
+            train_data.class_ids,
+            config.train.pretrain_crop_size,
+            config.train.pretrain_max_crops,
+            config.train.seed,
+        )
+        report = pretrain_backbone(
+            model,
+            criterion,
+            crops,
+            config.train.pretrain_steps,
+            config.train.pretrain_batch_size,
+            config.train.pretrain_lr,
+            device,
+            config.train.seed,
+            config.data.hflip,
+            progress and main,
+        )
+        if main:
+            logger.info("backbone pre-trained on %d crops: %s", len(crops.labels), report)
+            MetricsLog(out, False)({"step": 0, **{f"pretrain_{k}": v for k, v in report.items()}})
     optimizer = build_optimizer(step_module, model.backbone.body, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     amp_dtype = _amp_dtype(config, device)
@@ -111,8 +138,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     )
     position, best = Position(), -1.0
 
-    resume_path = (out / "last.pth") if resume == "auto" else (Path(resume) if resume else None)
-    if resume_path is not None and (resume != "auto" or resume_path.exists()):
+    if resuming:
         state = load_checkpoint(resume_path)
         check_model_config(state["config"]["model"], config.to_dict()["model"], resume_path)
         step_module.load_state_dict(state["train_step"])
@@ -230,7 +256,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
                 evaluate_now()
             if position.step >= config.train.max_steps:
                 break
-            if config.train.max_minutes and elapsed / 60 >= config.train.max_minutes:
+            if config.train.max_minutes and (time.perf_counter() - run_start) / 60 >= config.train.max_minutes:
                 stop = True
                 break
         else:
@@ -245,7 +271,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         "steps": position.step,
         "epochs": position.epoch,
         "parameter_fingerprint": fingerprint,
-        "minutes": round((time.perf_counter() - start_time) / 60, 2),
+        "minutes": round((time.perf_counter() - run_start) / 60, 2),
         "images_per_s": round(images / max(time.perf_counter() - start_time, 1e-9), 2),
         "seen_ap50": result.get("seen_ap50"),
         "unseen_ap50": result.get("unseen_ap50"),

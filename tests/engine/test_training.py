@@ -30,6 +30,8 @@ TINY = [
     "data.num_workers=0",
     "train.batch_size=2",
     "train.warmup_steps=2",
+    "train.pretrain_steps=2",
+    "train.pretrain_batch_size=4",
     "train.lr_drop_at=1.0",
     "train.log_every=1",
     "eval.repeats=1",
@@ -61,6 +63,7 @@ def test_two_step_run_writes_checkpoint_and_metrics(data_root, tmp_path):
     assert state["position"]["step"] == 2 and "optimizer" in state and "rng" in state
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    assert [r["pretrain_steps"] for r in rows if "pretrain_accuracy" in r] == [2]  # ran once, before step 1
     assert any("unseen_ap50" in r for r in rows)
     assert (tmp_path / "config.yaml").is_file()
 
