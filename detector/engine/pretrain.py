@@ -16,7 +16,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from ..data.images import ImageReadError, load_image
 from ..data.query_pool import QueryPool
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_box
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, QueryTransform
 from ..models.criterion import SetCriterion
 from ..models.ia_detr import IADETR
 
@@ -50,6 +49,7 @@ def extract_crops(pool: QueryPool, class_ids: set[int], size: int, max_crops: in
     if len(records) > max_crops:
         keep = np.random.default_rng(seed).choice(len(records), max_crops, replace=False)
         records = [records[i] for i in sorted(keep)]
+    resize = QueryTransform(train=False, query_size=size)
     by_image = defaultdict(list)
     for record in records:
         by_image[record.path].append(record)
@@ -65,10 +65,9 @@ def extract_crops(pool: QueryPool, class_ids: set[int], size: int, max_crops: in
             logger.warning("pre-training skips %s: %s", path, error)
             continue
         for record in group:
-            patch = crop_box(image, record.box)
-            scale = size / max(patch.shape[:2])
-            h, w = max(1, round(patch.shape[0] * scale)), max(1, round(patch.shape[1] * scale))
-            images[count, :h, :w] = cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA)
+            patch = resize(image, record.box, 0)  # the query path's own crop and resize, no augmentation
+            h, w = patch.shape[:2]
+            images[count, :h, :w] = patch
             masks[count, :h, :w] = False
             labels[count] = record.category_id
             count += 1
@@ -117,10 +116,7 @@ def pretrain_backbone(
     Returns ``steps``, ``seconds`` and the training ``accuracy`` over the last 50 steps."""
     if criterion.identity_head is None:
         raise ValueError("train.pretrain_steps > 0 needs an identity head: set model.identity_classes")
-    if int(crops.labels.max()) >= criterion.identity_head.out_features:
-        raise ValueError(
-            f"category id {int(crops.labels.max())} needs model.identity_classes > {int(crops.labels.max())}"
-        )
+    criterion.check_labels(crops.labels)
     params = [p for p in model.backbone.parameters() if p.requires_grad] + list(criterion.identity_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     warmup = max(1, steps // 10)

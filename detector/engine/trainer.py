@@ -101,6 +101,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         result = model.load_state_dict(state["model"], strict=False)
         logger.info("initialised from %s (missing %s)", config.train.init_from, result.missing_keys)
     step_module = TrainStep(model, criterion).to(device)
+    log = MetricsLog(out, config.train.tensorboard) if main else None
     run_start = time.perf_counter()
     resume_path = (out / "last.pth") if resume == "auto" else (Path(resume) if resume else None)
     resuming = resume_path is not None and (resume != "auto" or resume_path.exists())
@@ -126,7 +127,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         )
         if main:
             logger.info("backbone pre-trained on %d crops: %s", len(crops.labels), report)
-            MetricsLog(out, False)({"step": 0, **{f"pretrain_{k}": v for k, v in report.items()}})
+            log({"step": 0, **{f"pretrain_{k}": v for k, v in report.items()}})
     optimizer = build_optimizer(step_module, model.backbone.body, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     amp_dtype = _amp_dtype(config, device)
@@ -153,7 +154,6 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         if main:
             logger.info("resumed from %s at step %d", resume_path, position.step)
 
-    log = MetricsLog(out, config.train.tensorboard) if main else None
     ddp = DistributedDataParallel(step_module, find_unused_parameters=True) if world > 1 else step_module
     target_tf, query_tf = build_transforms(config.data, train=True)
     test_data: SplitData | None = None

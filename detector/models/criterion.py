@@ -118,7 +118,7 @@ class SetCriterion(nn.Module):
         known = labels >= 0
         if not bool(known.any()):
             return {}
-        self._check_labels(labels)
+        self.check_labels(labels)
         terms = {"query": F.cross_entropy(self.identity_head(outputs.query_embedding[known]), labels[known])}
         matched = [
             outputs.hidden[b, rows.to(labels.device)] if known[b] else outputs.hidden[b, :0]
@@ -131,7 +131,8 @@ class SetCriterion(nn.Module):
             terms["boxes"] = self.target_box_identity_loss(outputs, targets)
         return terms
 
-    def _check_labels(self, labels: torch.Tensor) -> None:
+    def check_labels(self, labels: torch.Tensor) -> None:
+        """Category ids must fit the identity head: an error naming ``model.identity_classes`` otherwise."""
         classes = self.identity_head.out_features
         if len(labels) and int(labels.max()) >= classes:
             raise ValueError(
@@ -159,7 +160,7 @@ class SetCriterion(nn.Module):
         if not rois:
             return features.sum() * 0.0
         labels = torch.cat(labels)
-        self._check_labels(labels)
+        self.check_labels(labels)
         pooled = roi_align(features.float(), torch.cat(rois), 3, spatial_scale=1.0 / STRIDE, aligned=True)
         return F.cross_entropy(self.identity_head(pooled.amax(dim=(2, 3)).to(features.dtype)), labels)
 
