@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,29 +181,45 @@ def _styled(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def scale_and_rotate(
+    masks: list[np.ndarray], side: int, rng: np.random.Generator, max_angle: float = 25.0
+) -> list[np.ndarray]:
+    """Resize same-shaped masks so that the first one's longer side is about ``side`` (aspect ratio jittered
+    by up to exp(0.2)), rotate them together by up to ``max_angle`` degrees, and crop all of them to the
+    first one's ink."""
+    aspect = math.exp(rng.uniform(-0.2, 0.2))
+    h, w = masks[0].shape
+    scale = side / max(h * aspect, w / aspect)
+    new_w, new_h = max(3, round(w / aspect * scale)), max(3, round(h * aspect * scale))
+    angle = rng.uniform(-max_angle, max_angle)
+    diag = math.ceil(math.hypot(new_w, new_h)) + 2
+    matrix = cv2.getRotationMatrix2D((new_w / 2, new_h / 2), angle, 1.0)
+    matrix[:, 2] += [(diag - new_w) / 2, (diag - new_h) / 2]
+    out = [
+        cv2.warpAffine(cv2.resize(m, (new_w, new_h), interpolation=cv2.INTER_AREA), matrix, (diag, diag)) for m in masks
+    ]
+    ys, xs = np.nonzero(out[0] > 127)
+    if len(ys) == 0:
+        return out
+    return [m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] for m in out]
+
+
 def render_object(class_name: str, side: int, rng: np.random.Generator) -> np.ndarray:
     """A ``uint8`` mask (0..255) of one instance of ``class_name`` whose longer side is about ``side``."""
     kind, _, token = class_name.partition(" ")
     mask = _glyph_mask(token, rng) if kind in ("letter", "digit") else _shape_mask(class_name, rng)
-    mask = _styled(_crop_to_ink(mask), rng)
-    aspect = math.exp(rng.uniform(-0.2, 0.2))
-    h, w = mask.shape
-    scale = side / max(h * aspect, w / aspect)
-    new_w, new_h = max(3, round(w / aspect * scale)), max(3, round(h * aspect * scale))
-    mask = cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    angle = rng.uniform(-25, 25)
-    diag = math.ceil(math.hypot(new_w, new_h)) + 2
-    matrix = cv2.getRotationMatrix2D((new_w / 2, new_h / 2), angle, 1.0)
-    matrix[:, 2] += [(diag - new_w) / 2, (diag - new_h) / 2]
-    mask = cv2.warpAffine(mask, matrix, (diag, diag), flags=cv2.INTER_LINEAR)
-    return _crop_to_ink(mask) if (mask > 127).any() else mask
+    return scale_and_rotate([_styled(_crop_to_ink(mask), rng)], side, rng)[0]
+
+
+def _draw_glyph_or_shape(class_name: str, side: int, rng: np.random.Generator) -> tuple[np.ndarray, None]:
+    return render_object(class_name, side, rng), None
 
 
 # ---------------------------------------------------------------------------------------------------------
 # appearance and backgrounds
 
 
-def _random_colour(rng: np.random.Generator, away_from: np.ndarray | None = None) -> np.ndarray:
+def random_colour(rng: np.random.Generator, away_from: np.ndarray | None = None) -> np.ndarray:
     for _ in range(20):
         hsv = np.uint8([[[rng.integers(0, 180), rng.integers(90, 256), rng.integers(70, 256)]]])
         colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
@@ -212,12 +229,12 @@ def _random_colour(rng: np.random.Generator, away_from: np.ndarray | None = None
 
 
 def _fill(h: int, w: int, rng: np.random.Generator, background_mean: np.ndarray) -> np.ndarray:
-    first = _random_colour(rng, background_mean)
+    first = random_colour(rng, background_mean)
     kind = rng.choice(3, p=[0.5, 0.3, 0.2])
     if kind == 0:
         return np.broadcast_to(first, (h, w, 3)).astype(np.float32)
     if kind == 1:
-        second = _random_colour(rng, background_mean)
+        second = random_colour(rng, background_mean)
         t = np.linspace(0, 1, w if rng.random() < 0.5 else h, dtype=np.float32)
         t = t[None, :, None] if t.shape[0] == w else t[:, None, None]
         return (first * (1 - t) + second * t) * np.ones((h, w, 1), np.float32)
@@ -247,21 +264,40 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 # one image
 
 
-def render_image(seed: int, subset: str, index: int, size: BenchmarkSize) -> tuple[np.ndarray, list[dict]]:
+@dataclass(frozen=True)
+class Family:
+    """A kind of generated one-shot data set: its classes, how one instance is drawn and the backgrounds.
+
+    ``draw(class_name, side, rng)`` returns the instance's mask (uint8, 0..255, longer side about ``side``)
+    and an optional mask of the same shape of markings painted over it in a contrasting colour."""
+
+    name: str
+    classes: tuple[str, ...]
+    draw: Callable[[str, int, np.random.Generator], tuple[np.ndarray, np.ndarray | None]]
+    background: Callable[[int, int, np.random.Generator], np.ndarray]
+    description: str
+
+
+GLYPHS = Family("glyphs", tuple(CLASSES), _draw_glyph_or_shape, _background, "IA-DETR embedded one-shot benchmark")
+
+
+def render_image(
+    seed: int, subset: str, index: int, size: BenchmarkSize, family: Family = GLYPHS
+) -> tuple[np.ndarray, list[dict]]:
     """Draw image ``index`` of ``subset``; return the RGB image and its annotations (class index, xyxy)."""
     rng = np.random.default_rng([seed, SUBSETS[subset], index])
     h, w = (int(v) for v in rng.integers(size.min_side, size.max_side + 1, 2))
-    image = _background(h, w, rng)
+    image = family.background(h, w, rng)
     owner = np.full((h, w), -1, np.int32)
     n_classes = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1]))
-    classes = rng.choice(len(CLASSES), n_classes, replace=False)
+    classes = rng.choice(len(family.classes), n_classes, replace=False)
     plan = [int(c) for c in classes for _ in range(int(rng.choice(6, p=[0.45, 0.25, 0.12, 0.08, 0.05, 0.05])) + 1)]
     rng.shuffle(plan)
     objects: list[dict] = []
     pixel_counts: list[int] = []
     for class_index in plan:
         side = int(math.exp(rng.uniform(math.log(size.min_object), math.log(size.max_object))))
-        mask = render_object(CLASSES[class_index], side, rng)
+        mask, marks = family.draw(family.classes[class_index], side, rng)
         mh, mw = mask.shape
         if mh >= h or mw >= w:
             continue
@@ -280,7 +316,11 @@ def render_image(seed: int, subset: str, index: int, size: BenchmarkSize) -> tup
         region = image[y : y + mh, x : x + mw]
         fill = _fill(mh, mw, rng, region[inside].mean(0))
         alpha = (mask.astype(np.float32) / 255.0)[:, :, None]
-        image[y : y + mh, x : x + mw] = region * (1 - alpha) + fill * alpha
+        region = region * (1 - alpha) + fill * alpha
+        if marks is not None:
+            beta = alpha * (marks.astype(np.float32) / 255.0)[:, :, None]
+            region = region * (1 - beta) + random_colour(rng, fill[inside].mean(0)) * beta
+        image[y : y + mh, x : x + mw] = region
         owner[y : y + mh, x : x + mw][inside] = len(objects)
         ys, xs = np.nonzero(inside)
         objects.append(
@@ -293,9 +333,9 @@ def render_image(seed: int, subset: str, index: int, size: BenchmarkSize) -> tup
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
-def _render_and_save(job: tuple[int, str, int, BenchmarkSize, str]) -> tuple[int, int, list[dict]]:
-    seed, subset, index, size, folder = job
-    image, objects = render_image(seed, subset, index, size)
+def _render_and_save(job: tuple[int, str, int, BenchmarkSize, str, Family]) -> tuple[int, int, list[dict]]:
+    seed, subset, index, size, folder, family = job
+    image, objects = render_image(seed, subset, index, size, family)
     cv2.imwrite(str(Path(folder) / f"{index:06d}.jpg"), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
     return image.shape[0], image.shape[1], objects
 
@@ -306,23 +346,24 @@ def generate(
     seed: int = 0,
     workers: int = 2,
     progress: bool = False,
+    family: Family = GLYPHS,
 ) -> dict:
-    """Write the benchmark under ``root``; return a summary with counts and the generation time."""
+    """Write the data set under ``root``; return a summary with counts and the generation time."""
     size = SIZES[size] if isinstance(size, str) else size
     root = Path(root)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    summary = {"root": str(root), "seed": seed, "classes": len(CLASSES)}
+    summary = {"root": str(root), "family": family.name, "seed": seed, "classes": len(family.classes)}
     for subset, count in (("train", size.train_images), ("test", size.test_images)):
         folder = root / subset
         folder.mkdir(exist_ok=True)
-        jobs = [(seed, subset, i, size, str(folder)) for i in range(count)]
+        jobs = [(seed, subset, i, size, str(folder), family) for i in range(count)]
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
                 results = list(pool.map(_render_and_save, jobs, chunksize=16))
         else:
             results = [_render_and_save(job) for job in jobs]
-        coco = _to_coco(subset, results, seed, size)
+        coco = _to_coco(subset, results, seed, size, family)
         (root / "annotations" / f"{subset}.json").write_text(json.dumps(coco))
         summary[subset] = {"images": count, "boxes": len(coco["annotations"])}
         if progress:
@@ -331,7 +372,9 @@ def generate(
     return summary
 
 
-def _to_coco(subset: str, results: list[tuple[int, int, list[dict]]], seed: int, size: BenchmarkSize) -> dict:
+def _to_coco(
+    subset: str, results: list[tuple[int, int, list[dict]]], seed: int, size: BenchmarkSize, family: Family
+) -> dict:
     images, annotations = [], []
     for index, (height, width, objects) in enumerate(results):
         images.append({"id": index + 1, "file_name": f"{index:06d}.jpg", "width": width, "height": height})
@@ -349,10 +392,11 @@ def _to_coco(subset: str, results: list[tuple[int, int, list[dict]]], seed: int,
             )
     categories = [
         {"id": i + 1, "name": n, "supercategory": n.split(" ")[0] if " " in n else "shape"}
-        for i, n in enumerate(CLASSES)
+        for i, n in enumerate(family.classes)
     ]
     info = {
-        "description": f"IA-DETR embedded one-shot benchmark ({subset})",
+        "description": f"{family.description} ({subset})",
+        "family": family.name,
         "seed": seed,
         "size": size.__dict__,
     }
