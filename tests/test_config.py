@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from detector.config import ConfigError, load_config
@@ -23,3 +25,24 @@ def test_unknown_key_names_closest(tmp_path):
         load_config(None, ["train.batch_size=two"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_every_shipped_config_loads():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted(root.rglob("*.yaml"))
+    assert len(paths) >= 10
+    for path in paths:
+        assert load_config(path).model.hidden_dim > 0, path
+
+
+def test_sprites_config_is_the_main_job_with_other_data():
+    """configs/sprites.yaml checks the main job's recipe elsewhere: only the data and the output folder differ."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    demo, sprites = load_config(root / "demo.yaml").to_dict(), load_config(root / "sprites.yaml").to_dict()
+    assert {k for k in demo if demo[k] != sprites[k]} == {"data", "train"}
+    assert {k for k in demo["train"] if demo["train"][k] != sprites["train"][k]} == {"output_dir"}
+    changed = {k for k in demo["data"] if demo["data"][k] != sprites["data"][k]}
+    assert changed == {"dataset", "unseen_classes"} | {
+        f"{s}_{kind}" for s in ("train", "test") for kind in ("annotations", "images")
+    }
+    assert sprites["data"]["unseen_classes"] == [f"sprite {i:02d}" for i in range(1, 37) if i % 4 == 1]
