@@ -89,25 +89,35 @@ def _final_eval(out: Path, config) -> dict:
     return result
 
 
+PICTURE_THRESHOLD = 0.25
+
+
 def _infer_pair(out: Path, config) -> Path:
+    """The first test image holding at least two objects of one unseen class (the pair is chosen by the
+    ground truth alone, before any prediction), with a query of that class from another image."""
     test = build_split_data(config.data, "test")
-    unseen = {test.data.category(n).id for n in test.split.unseen}
-    record = next(r for r in test.data.images if len(r.classes() & unseen) and len(r.boxes) >= 3)
-    category = sorted(record.classes() & unseen)[0]
+    unseen = sorted(test.data.category(n).id for n in test.split.unseen)
+    record, category = next(
+        (r, c) for r in test.data.images for c in unseen if int((r.labels == c).sum()) >= 2 and len(r.boxes) >= 3
+    )
     query = evaluation_queries(test.pool, category, record.image_id, 1)[0]
     predictor = Predictor.from_checkpoint(out / "train" / "last.pth", device="cpu")
-    result = predictor.predict(str(query.path), str(record.path), query_box=query.box, score_threshold=0.3)
+    result = predictor.predict(
+        str(query.path), str(record.path), query_box=query.box, score_threshold=PICTURE_THRESHOLD
+    )
+    truth = record.boxes[record.labels == category]
     picture = draw_detections(
         load_image(record.path),
         result["boxes"],
         result["scores"],
         query=crop_box(load_image(query.path), query.box),
+        ground_truth=truth,
     )
     path = out / "inference.png"
     save_rgb(path, picture)
     print(
-        f"  query: {test.data.category(category).name} (unseen) from {query.path.name}; target {record.path.name}; "
-        f"{len(result['boxes'])} detections >= 0.3"
+        f"  query: {test.data.category(category).name} (unseen) from {query.path.name}; target {record.path.name} "
+        f"with {len(truth)} of them (green); {len(result['boxes'])} detections >= {PICTURE_THRESHOLD} (red)"
     )
     return path
 
