@@ -19,7 +19,7 @@ import torch
 
 from ..config import load_config
 from ..data.dataset import Sample, collate
-from ..engine.trainer import TrainStep
+from ..engine.trainer import TrainStep, amp_dtype_for
 from ..inference.predictor import Predictor
 from ..models import build
 
@@ -71,15 +71,21 @@ def main(argv: list[str] | None = None) -> dict:
         )
         batch = collate([sample] * config.train.batch_size).to(predictor.device)
 
+        amp_dtype = amp_dtype_for(config, predictor.device)  # as tools/train.py: bf16 or fp16 on CUDA
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
         def train_step() -> None:
-            losses = step(batch, 1.0)
+            with torch.autocast(predictor.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                losses = step(batch, 1.0)
             optimizer.zero_grad()
-            losses["loss"].backward()
-            optimizer.step()
+            scaler.scale(losses["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
         seconds = _time(train_step, args.train_steps)
         report["train_images_per_s"] = round(config.train.batch_size / seconds, 2)
         report["train_batch"] = config.train.batch_size
+        report["train_precision"] = str(amp_dtype or torch.float32).removeprefix("torch.")
     if predictor.device.type == "cuda":
         report["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:

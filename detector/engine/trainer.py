@@ -67,7 +67,8 @@ class Position:
     batch: int = 0  # next batch of the epoch
 
 
-def _amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+def amp_dtype_for(config: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``config.train.amp`` on ``device``: None (full precision) off CUDA."""
     if device.type != "cuda" or config.train.amp == "off":
         return None
     if config.train.amp == "fp16" or (config.train.amp == "auto" and not torch.cuda.is_bf16_supported()):
@@ -130,7 +131,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
             log({"step": 0, **{f"pretrain_{k}": v for k, v in report.items()}})
     optimizer = build_optimizer(step_module, model.backbone.body, config.train)
     scheduler = build_scheduler(optimizer, config.train)
-    amp_dtype = _amp_dtype(config, device)
+    amp_dtype = amp_dtype_for(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     ema = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay))

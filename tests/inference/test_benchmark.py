@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from detector.cli import benchmark
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_synthetic.yaml"
+
+
+def test_benchmark_reports_speed_and_training_precision():
+    report = benchmark.main(
+        [
+            "--config",
+            str(CONFIG),
+            "--repeats",
+            "1",
+            "--batch",
+            "2",
+            "--train-steps",
+            "1",
+            "train.batch_size=2",
+            "data.test_size=128",
+            "data.target_max_size=128",
+        ]
+    )
+    assert report["device"] == "cpu" and report["train_precision"] == "float32"  # autocast is CUDA-only
+    assert report["target"] == [128, 170] and report["train_batch"] == 2
+    assert report["latency_ms_per_pair"] > 0 and report["throughput_pairs_per_s_batch2"] > 0
+    assert report["train_images_per_s"] > 0 and report["peak_rss_mb"] > 0
