@@ -141,6 +141,7 @@ class TrainConfig:
 class EvalConfig:
     repeats: int = 5
     max_detections: int = 100
+    nms_iou: float = 0.0  # 0: NMS-free, as the paper; e.g. 0.5 removes an under-trained model's duplicates
     absent: bool = False  # extended protocol: also query classes absent from the image
     absent_per_image: int = 2
     max_images: int = 0  # 0: all test images

@@ -62,7 +62,7 @@ class Predictor:
         data = config.data
         self.target_transform = TargetTransform(False, [data.test_size], data.target_max_size, data.test_size)
         self.query_transform = QueryTransform(False, data.query_size)
-        self.postprocessor = PostProcessor(config.eval.max_detections)
+        self.postprocessor = PostProcessor(config.eval.max_detections, config.eval.nms_iou)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Predictor:

@@ -92,4 +92,4 @@ def build(config: Config, load_weights: bool = True) -> tuple[IADETR, SetCriteri
         loss.contrastive_temperature,
     )
     model = build_model(model_config, load_weights, config.data.query_size)
-    return model, criterion, PostProcessor(config.eval.max_detections)
+    return model, criterion, PostProcessor(config.eval.max_detections, config.eval.nms_iou)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torchvision
 
 from .box_ops import cxcywh_to_xyxy
 from .ia_detr import DetectorOutput
@@ -13,10 +14,17 @@ class PostProcessor:
 
     Boxes are normalised by the resized, unpadded target, which is a uniform rescaling of the original
     image, so multiplying by the original ``(width, height)`` undoes both the resize and the padding.
+
+    The detector is NMS-free (one-to-one matching), as in the paper; ``nms_iou > 0`` optionally suppresses
+    lower-scored boxes overlapping a kept one by more than that IoU, for under-trained models that still
+    predict duplicates.
     """
 
-    def __init__(self, top_k: int = 100) -> None:
+    def __init__(self, top_k: int = 100, nms_iou: float = 0.0) -> None:
+        if not 0.0 <= nms_iou <= 1.0:
+            raise ValueError(f"eval.nms_iou must lie in [0, 1] (0 turns NMS off), got {nms_iou}")
         self.top_k = top_k
+        self.nms_iou = nms_iou
 
     @torch.no_grad()
     def __call__(self, outputs: DetectorOutput, original_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -30,4 +38,9 @@ class PostProcessor:
         scale = torch.stack([w, h, w, h], -1)
         boxes = cxcywh_to_xyxy(boxes) * scale
         boxes = torch.minimum(boxes.clamp(min=0), scale)
-        return [{"scores": s, "boxes": b} for s, b in zip(top, boxes)]
+        results = [{"scores": s, "boxes": b} for s, b in zip(top, boxes)]
+        if self.nms_iou > 0:
+            for r in results:
+                keep = torchvision.ops.nms(r["boxes"], r["scores"], self.nms_iou)  # sorted by score, as before
+                r["scores"], r["boxes"] = r["scores"][keep], r["boxes"][keep]
+        return results
