@@ -59,8 +59,9 @@ def run(
     device: str = "auto",
     batch_size: int = 4,
     progress: bool = True,
+    nms_iou: float | None = None,
 ) -> dict:
-    predictor = Predictor.from_checkpoint(checkpoint, device)
+    predictor = Predictor.from_checkpoint(checkpoint, device, nms_iou)
     query_image = load_image(query)
     box = parse_box(query_box)
     if box is not None:
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--nms-iou",
+        type=float,
+        help="suppress duplicates above this IoU (default: the checkpoint's eval.nms_iou, 0 = off)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.device,
             args.batch_size,
             not args.no_progress,
+            args.nms_iou,
         )
     except (ImageReadError, CheckpointError, FileNotFoundError, ValueError) as error:
         if argv is not None:

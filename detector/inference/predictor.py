@@ -65,10 +65,15 @@ class Predictor:
         self.postprocessor = PostProcessor(config.eval.max_detections, config.eval.nms_iou)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Predictor:
-        """Model and preprocessing from the checkpoint's own config (EMA weights when the run kept them)."""
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "auto", nms_iou: float | None = None
+    ) -> Predictor:
+        """Model and preprocessing from the checkpoint's own config (EMA weights when the run kept them);
+        ``nms_iou`` replaces the config's ``eval.nms_iou`` (0: NMS-free)."""
         state = load_checkpoint(path)
         config = from_dict(Config, state["config"])
+        if nms_iou is not None:
+            config.eval.nms_iou = nms_iou
         model, _, _ = build(config, load_weights=False)
         weights = state["model"]
         if state.get("ema"):

@@ -161,3 +161,38 @@ def test_onnx_export_matches_pytorch(checkpoint, tmp_path):
     path = export_onnx(predictor.model, tmp_path / "m.onnx", size=128, query_size=32)
     diffs = check_onnx(predictor.model, path, size=128, query_size=32)
     assert diffs["max_abs_diff_scores"] < 1e-4 and diffs["max_abs_diff_boxes"] < 1e-4
+
+
+def _greedy_nms(boxes, scores, iou):
+    """Naive reference: visit boxes by score, keep one unless it overlaps a kept box by more than ``iou``."""
+    kept = []
+    for i in np.argsort(-scores, kind="stable"):
+        x1, y1, x2, y2 = boxes[i]
+        ok = True
+        for j in kept:
+            a1, b1, a2, b2 = boxes[j]
+            inter = max(0.0, min(x2, a2) - max(x1, a1)) * max(0.0, min(y2, b2) - max(y1, b1))
+            union = (x2 - x1) * (y2 - y1) + (a2 - a1) * (b2 - b1) - inter
+            ok &= inter / union <= iou
+        if ok:
+            kept.append(i)
+    return kept
+
+
+def test_nms_option_matches_a_naive_greedy_nms(checkpoint, tmp_path):
+    query, target = _image(50, 60, 1), _image(120, 160, 4)
+    plain = Predictor.from_checkpoint(checkpoint, "cpu").predict(query, target, score_threshold=0.0)
+    assert len(plain["scores"]) == 8  # NMS-free by default: every one of the top-k
+    for iou in (0.1, 0.5):
+        expected = _greedy_nms(plain["boxes"], plain["scores"], iou)
+        nms = Predictor.from_checkpoint(checkpoint, "cpu", nms_iou=iou).predict(query, target, score_threshold=0.0)
+        np.testing.assert_allclose(nms["scores"], plain["scores"][expected], atol=1e-6)
+        np.testing.assert_allclose(nms["boxes"], plain["boxes"][expected], atol=1e-4)
+    assert len(_greedy_nms(plain["boxes"], plain["scores"], 0.1)) < 8, "the check needs overlapping boxes"
+    Image.fromarray(query).save(tmp_path / "q.png")
+    Image.fromarray(target).save(tmp_path / "t.png")
+    args = ["--checkpoint", str(checkpoint), "--query", str(tmp_path / "q.png"), "--target", str(tmp_path / "t.png")]
+    body = infer_main(
+        [*args, "--out", str(tmp_path / "o"), "--score-threshold", "0", "--nms-iou", "0.1", "--no-progress"]
+    )
+    assert len(body["detections"]) == len(_greedy_nms(plain["boxes"], plain["scores"], 0.1))
