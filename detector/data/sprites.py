@@ -31,6 +31,7 @@ CLASSES = tuple(f"sprite {i + 1:02d}" for i in range(NUM_CLASSES))
 PATTERNS = ("plain", "stripes", "spots")
 _CLASS_SEED = 7919  # fixed: sprite classes are the same in every data set generated with any seed
 _FRAME = 128
+_ROWS, _COLS = np.mgrid[:_FRAME, :_FRAME].astype(np.float32)  # pixel coordinates of the frame
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def sprite_masks(definition: SpriteClass, rng: np.random.Generator | None = None
         axes = (max(2, int(half_w * _FRAME)), max(2, int(half_h * _FRAME)))
         cv2.ellipse(parts, centre, axes, angle + jitter(5), 0, 360, 255, -1, cv2.LINE_AA)
     marks = np.zeros_like(body)
-    yy, xx = np.mgrid[:_FRAME, :_FRAME].astype(np.float32)
+    yy, xx = _ROWS, _COLS
     if definition.pattern == "stripes":
         period = definition.pattern_scale * _FRAME
         along = xx * math.cos(definition.pattern_angle) + yy * math.sin(definition.pattern_angle)
@@ -116,8 +117,8 @@ def sprite_masks(definition: SpriteClass, rng: np.random.Generator | None = None
 def draw_sprite(class_name: str, side: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One instance of ``class_name``: its mask (longer side about ``side``) and its markings."""
     body, marks = sprite_masks(SPRITE_CLASSES[CLASSES.index(class_name)], rng)
-    body, marks = scale_and_rotate([body, marks], side, rng, max_angle=30.0)
-    return body, marks
+    scaled_body, scaled_marks = scale_and_rotate([body, marks], side, rng, max_angle=30.0)
+    return scaled_body, scaled_marks
 
 
 def sprite_background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:

@@ -158,9 +158,15 @@ def _glyph_mask(char: str, rng: np.random.Generator) -> np.ndarray:
     return canvas
 
 
-def _crop_to_ink(mask: np.ndarray) -> np.ndarray:
+def _ink_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns spanned by the mask's ink (> 127), or None for a blank mask."""
     ys, xs = np.nonzero(mask > 127)
-    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    return (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)) if len(ys) else None
+
+
+def _crop_to_ink(mask: np.ndarray) -> np.ndarray:
+    box = _ink_box(mask)
+    return mask[box] if box else mask
 
 
 def _styled(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -198,10 +204,8 @@ def scale_and_rotate(
     out = [
         cv2.warpAffine(cv2.resize(m, (new_w, new_h), interpolation=cv2.INTER_AREA), matrix, (diag, diag)) for m in masks
     ]
-    ys, xs = np.nonzero(out[0] > 127)
-    if len(ys) == 0:
-        return out
-    return [m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] for m in out]
+    box = _ink_box(out[0])
+    return [m[box] for m in out] if box else out
 
 
 def render_object(class_name: str, side: int, rng: np.random.Generator) -> np.ndarray:
