@@ -6,32 +6,25 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..models.backbone import Backbone
 
 
-def backbone_depth(name: str, body: nn.Module) -> tuple[int, int]:
-    """``(depth, count)`` of a backbone parameter: the index of its top-level block in the body's sequence
-    (Swin: of its stage inside ``features``), counted from the input."""
-    parts = name.split(".")
-    blocks = list(body.children())
-    if len(blocks) == 1 or not parts[0].isdigit():
-        return 0, 1
-    if isinstance(blocks[0], nn.Sequential) and len(blocks) == 2 and parts[0] == "0":  # swin: (features, norm)
-        return int(parts[1]), len(blocks[0]) + 1
-    return int(parts[0]), len(blocks)
+def build_optimizer(modules: nn.Module, backbone: Backbone, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``modules``.
 
-
-def build_optimizer(modules: nn.Module, backbone_body: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """Param groups: backbone blocks at ``lr * backbone_lr_scale * layer_decay^(count - 1 - depth)``, the rest at
-    ``lr``; no weight decay on norms and biases."""
-    body_params = {id(p): n for n, p in backbone_body.named_parameters()}
+    A parameter of backbone block ``depth`` (of ``count``, see ``block_depths``) trains at
+    ``lr * backbone_lr_scale * layer_decay ** (count - 1 - depth)``; every other parameter (the backbone's
+    projection included) at ``lr``. Norm weights and biases (1-d parameters) get no weight decay.
+    """
+    depths, count = backbone.body.block_depths()
+    body_params = {id(p): depths[n] for n, p in backbone.body.named_parameters()}
     groups: dict[tuple[float, float], list] = {}
     for name, param in modules.named_parameters():
         if not param.requires_grad:
             continue
         lr = config.lr
         if id(param) in body_params:
-            depth, count = backbone_depth(body_params[id(param)], backbone_body)
-            lr = config.lr * config.backbone_lr_scale * config.layer_decay ** (count - 1 - depth)
+            lr = config.lr * config.backbone_lr_scale * config.layer_decay ** (count - 1 - body_params[id(param)])
         decay = 0.0 if param.ndim <= 1 or name.endswith(".bias") else config.weight_decay
         groups.setdefault((lr, decay), []).append(param)
     param_groups = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]

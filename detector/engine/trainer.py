@@ -129,7 +129,7 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
         if main:
             logger.info("backbone pre-trained on %d crops: %s", len(crops.labels), report)
             log({"step": 0, **{f"pretrain_{k}": v for k, v in report.items()}})
-    optimizer = build_optimizer(step_module, model.backbone.body, config.train)
+    optimizer = build_optimizer(step_module, model.backbone, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     amp_dtype = amp_dtype_for(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

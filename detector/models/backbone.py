@@ -67,6 +67,10 @@ class TinyBackbone(nn.Module):
         self.units = nn.Sequential(*units)
         self.out_channels = widths[-1]
 
+    def block_depths(self) -> tuple[dict[str, int], int]:
+        """Layer-wise lr decay: each conv unit is one block, counted from the input."""
+        return {name: int(name.split(".")[1]) for name, _ in self.named_parameters()}, len(self.units)
+
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         """With pixel ``masks (B, H, W)`` (``True`` = padding), padding is zeroed after every conv, so the
         features of an image do not depend on how far its batch was padded (exactly as conv zero-padding)."""
@@ -102,6 +106,34 @@ class TorchvisionBackbone(nn.Module):
             self.channels_last = True
         else:
             raise ValueError(f"unknown backbone {name!r}; choose resnet18, resnet50, swin_v2_s or tiny")
+
+    def block_depths(self) -> tuple[dict[str, int], int]:
+        """``({parameter name: depth}, count)`` for layer-wise lr decay, depth 0 next to the input.
+
+        ResNet: the stem is 0 and ``layer1..layer4`` are 1..4 (count 5). Swin-v2: every transformer block
+        is one depth (the patch embedding is 0, blocks 1..24 for Swin-v2-S); a patch-merging layer and the
+        final norm take the depth of the block before them.
+        """
+        depths: dict[str, int] = {}
+        if self.name.startswith("resnet"):  # body: conv1, bn1, relu, maxpool, layer1..layer4
+            for name, _ in self.named_parameters():
+                depths[name] = max(0, int(name.split(".")[1]) - 3)
+            return depths, 5
+        features = self.body[0]
+        depth, last = 0, 0
+        for index, stage in enumerate(features):
+            if index > 0 and isinstance(stage, nn.Sequential):  # a stage of transformer blocks
+                for block_index, block in enumerate(stage):
+                    depth += 1
+                    for name, _ in block.named_parameters():
+                        depths[f"body.0.{index}.{block_index}.{name}"] = depth
+            else:  # patch embedding (depth 0) or patch merging (the depth of the block before it)
+                for name, _ in stage.named_parameters():
+                    depths[f"body.0.{index}.{name}"] = depth
+            last = depth
+        for name, _ in self.body[1].named_parameters():
+            depths[f"body.1.{name}"] = last
+        return depths, last + 1
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         features = self.body(images)

@@ -1,0 +1,92 @@
+"""Optimizer param groups against learning rates computed by hand from the configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from detector.config import load_config
+from detector.engine.optim import build_optimizer, build_scheduler
+from detector.models import build_model
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def lr_of(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> float:
+    return next(g["lr"] for g in optimizer.param_groups if any(p is param for p in g["params"]))
+
+
+def decay_of(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> float:
+    return next(g["weight_decay"] for g in optimizer.param_groups if any(p is param for p in g["params"]))
+
+
+def test_resnet50_layer_decay_one_rate_per_stage():
+    config = load_config(CONFIGS / "ia_detr_r50.yaml", ["model.backbone.weights=null"])
+    model = build_model(config.model, load_weights=False)
+    optimizer = build_optimizer(model, model.backbone, config.train)
+    body = dict(model.backbone.body.named_parameters())
+    base = 2e-4 * 0.1  # train.lr * backbone_lr_scale; layer_decay 0.9, five depths: stem, layer1..layer4
+    expected = {
+        "body.0.weight": base * 0.9**4,  # conv1 (stem)
+        "body.4.0.conv1.weight": base * 0.9**3,  # layer1
+        "body.5.3.conv3.weight": base * 0.9**2,  # layer2
+        "body.6.5.conv2.weight": base * 0.9,  # layer3
+        "body.7.2.conv3.weight": base,  # layer4
+    }
+    for name, lr in expected.items():
+        assert lr_of(optimizer, body[name]) == pytest.approx(lr, rel=1e-9), name
+    assert lr_of(optimizer, model.backbone.input_proj.weight) == pytest.approx(2e-4)
+    assert lr_of(optimizer, model.decoder.layers[0].ffn[0].weight) == pytest.approx(2e-4)
+    rates = {round(g["lr"], 15) for g in optimizer.param_groups}
+    assert len(rates) == 6  # five backbone depths and the rest
+
+
+def test_swin_v2_s_layer_decay_one_rate_per_block():
+    config = load_config(CONFIGS / "ia_detr_swin_v2_s.yaml", ["model.backbone.weights=null"])
+    model = build_model(config.model, load_weights=False)
+    optimizer = build_optimizer(model, model.backbone, config.train)
+    body = dict(model.backbone.body.named_parameters())
+    base = config.train.lr * config.train.backbone_lr_scale
+    # depths: patch embedding 0, then the 2 + 2 + 18 + 2 transformer blocks 1..24 (count 25)
+    expected = {
+        "body.0.0.0.weight": 0,  # patch embedding conv
+        "body.0.1.0.attn.qkv.weight": 1,  # stage 1, block 0
+        "body.0.1.1.mlp.0.weight": 2,  # stage 1, block 1
+        "body.0.2.reduction.weight": 2,  # patch merging after stage 1: depth of the block before it
+        "body.0.3.0.attn.qkv.weight": 3,  # stage 2, block 0
+        "body.0.5.17.mlp.0.weight": 22,  # stage 3, last block: 2 + 2 + 18
+        "body.0.7.1.attn.proj.weight": 24,  # stage 4, last block
+        "body.1.weight": 24,  # final norm
+    }
+    for name, depth in expected.items():
+        lr = base * config.train.layer_decay ** (24 - depth)
+        assert lr_of(optimizer, body[name]) == pytest.approx(lr, rel=1e-9), name
+    rates = {round(g["lr"], 15) for g in optimizer.param_groups}
+    assert len(rates) == 26  # 25 backbone depths and the rest
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    config = load_config(CONFIGS / "tiny_synthetic.yaml")
+    model = build_model(config.model, load_weights=False)
+    optimizer = build_optimizer(model, model.backbone, config.train)
+    layer = model.decoder.layers[0]
+    assert decay_of(optimizer, layer.ffn[0].weight) == config.train.weight_decay
+    assert decay_of(optimizer, layer.ffn[0].bias) == 0.0
+    assert decay_of(optimizer, layer.norm1.weight) == 0.0
+    assert decay_of(optimizer, model.backbone.norm.weight) == 0.0
+
+
+def test_scheduler_warmup_then_drop():
+    config = load_config(CONFIGS / "tiny_synthetic.yaml", ["train.warmup_steps=4", "train.max_steps=10"])
+    model = build_model(config.model, load_weights=False)
+    optimizer = build_optimizer(model, model.backbone, config.train)
+    scheduler = build_scheduler(optimizer, config.train)
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"] / config.train.lr)
+        optimizer.step()
+        scheduler.step()
+    # warm-up (s + 1) / 4 for steps 0..3, then 1, then x0.1 from step int(0.8 * 10) = 8
+    assert seen == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 0.1, 0.1])
