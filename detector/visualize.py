@@ -54,37 +54,3 @@ def save_rgb(path: str | Path, image: np.ndarray) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
         raise OSError(f"could not write image {path}")
-
-
-def benchmark_preview(root: str | Path, out: str | Path, count: int = 4) -> None:
-    """A strip of ``count`` test images of the embedded benchmark, each with the boxes of one class in
-    red and a query exemplar of that class (from another image) inset top-left."""
-    from .data.coco import load_coco
-    from .data.episodes import evaluation_queries
-    from .data.images import load_image
-    from .data.query_pool import QueryPool
-    from .data.transforms import crop_box
-
-    root = Path(root)
-    data = load_coco(root / "annotations" / "test.json", root / "test")
-    pool = QueryPool.from_data(data)
-    tiles = []
-    for record in data.images:
-        if len(tiles) == count:
-            break
-        classes = sorted(record.classes())
-        if not classes:
-            continue
-        category = classes[0]
-        queries = evaluation_queries(pool, category, record.image_id, 1)
-        if not queries:
-            continue
-        query = crop_box(load_image(queries[0].path), queries[0].box)
-        boxes = record.boxes[record.labels == category]
-        tile = draw_detections(load_image(record.path), boxes, query=query)
-        others = record.boxes[record.labels != category]
-        for box in others:
-            x1, y1, x2, y2 = (int(v) for v in box)
-            cv2.rectangle(tile, (x1, y1), (x2, y2), (255, 255, 255), 1)
-        tiles.append(cv2.resize(tile, (300, 300)))
-    save_rgb(out, np.concatenate(tiles, axis=1))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.data.synthetic import BenchmarkSize, generate
+from detector.synthetic.benchmark import BenchmarkSize, generate
 
 TINY = BenchmarkSize(train_images=48, test_images=24)
 

@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-attention-study.
 from detector.cli.attention_study import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

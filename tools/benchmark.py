@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-benchmark.
 from detector.cli.benchmark import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

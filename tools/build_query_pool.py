@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-build-query-pool.
 from detector.cli.build_query_pool import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

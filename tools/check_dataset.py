@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-check-dataset.
 from detector.cli.check_dataset import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

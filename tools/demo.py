@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-demo.
 from detector.cli.demo import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-eval.
 from detector.cli.eval import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

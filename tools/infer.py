@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-infer.
 from detector.cli.infer import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

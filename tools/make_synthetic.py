@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-make-synthetic.
 from detector.cli.make_synthetic import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-model-info.
 from detector.cli.model_info import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

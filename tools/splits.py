@@ -6,4 +6,4 @@ Also installed as the console script ia-detr-splits.
 from detector.cli.splits import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

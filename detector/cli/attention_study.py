@@ -6,8 +6,10 @@ import argparse
 import json
 
 from ..study.experiment import TASKS, StudySettings, run_study
+from .common import command
 
 
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="outputs/attention_study")
@@ -33,4 +35,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -19,9 +19,10 @@ import torch
 
 from ..config import load_config
 from ..data.dataset import Sample, collate
-from ..engine.trainer import TrainStep, amp_dtype_for
+from ..engine.loop import amp_dtype_for, compute_losses
 from ..inference.predictor import Predictor
 from ..models import build
+from .common import command
 
 
 def _time(fn, repeats: int) -> float:
@@ -32,6 +33,7 @@ def _time(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -60,23 +62,23 @@ def main(argv: list[str] | None = None) -> dict:
     batch_time = _time(lambda: predictor.predict(query, [target] * args.batch), max(1, args.repeats // 2))
     report[f"throughput_pairs_per_s_batch{args.batch}"] = round(args.batch / batch_time, 2)
     if args.train_steps:
-        step = TrainStep(model, criterion).to(predictor.device).train()
-        optimizer = torch.optim.AdamW(step.parameters(), lr=1e-5)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         size = config.data.target_max_size
-        box = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
-        target = {"boxes": box, "all_boxes": box, "all_labels": torch.tensor([1]), "query_label": torch.tensor(1)}
+        box, label = torch.tensor([[0.5, 0.5, 0.2, 0.2]]), torch.tensor([1])
+        target = {"boxes": box, "all_boxes": box, "class_boxes": box, "class_labels": label, "query_label": label[0]}
         query_side = config.data.query_size
         sample = Sample(
             torch.randn(3, size, size), torch.randn(3, query_side, query_side), target, {"size": (size, size)}
         )
         batch = collate([sample] * config.train.batch_size).to(predictor.device)
 
-        amp_dtype = amp_dtype_for(config, predictor.device)  # as tools/train.py: bf16 or fp16 on CUDA
+        amp_dtype = amp_dtype_for(config.train.amp, predictor.device)  # as tools/train.py: bf16 or fp16 on CUDA
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
         def train_step() -> None:
             with torch.autocast(predictor.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                losses = step(batch, 1.0)
+                losses = compute_losses(model, criterion, batch, 1.0)
             optimizer.zero_grad()
             scaler.scale(losses["loss"]).backward()
             scaler.step(optimizer)
@@ -95,4 +97,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,8 +17,10 @@ from pathlib import Path
 from ..config import DataConfig
 from ..data.catalog import load_dataset
 from ..data.query_pool import QueryPool, read_records
+from .common import command
 
 
+@command()
 def main(argv: list[str] | None = None) -> QueryPool:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=["synthetic", "coco", "voc", "custom"])
@@ -63,4 +65,4 @@ def main(argv: list[str] | None = None) -> QueryPool:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

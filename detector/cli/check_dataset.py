@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..data.checker import check_coco
+from .common import command
 
 
+@command(failed=lambda report: not report["ok"])
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--annotations", required=True)
@@ -25,10 +26,8 @@ def main(argv: list[str] | None = None) -> dict:
             for item in items[: args.max_list]:
                 print(f"  {item}")
     print("OK: no problems found" if report["ok"] else "problems found (see above)")
-    if argv is None and not report["ok"]:
-        sys.exit(1)
     return report
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -13,18 +13,23 @@ import logging
 import time
 from pathlib import Path
 
-from ..config import load_config
+import torch
+
+from ..config import Config, load_config
 from ..data.build import build_split_data
 from ..data.episodes import evaluation_queries
 from ..data.images import load_image
-from ..data.synthetic import generate
 from ..data.transforms import crop_box
+from ..engine.evaluate import evaluate_checkpoint
 from ..engine.trainer import train
 from ..evaluation.report import console_table, write_reports
 from ..inference.predictor import Predictor
+from ..synthetic.benchmark import generate
 from ..visualize import draw_detections, save_rgb
+from .common import command
 
 
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo")
@@ -61,38 +66,25 @@ def main(argv: list[str] | None = None) -> dict:
         "train_steps": summary["steps"],
         "train_minutes": summary["minutes"],
         "images_per_s": summary["images_per_s"],
-        "seen_ap50": round(result["seen_ap50"], 2),
-        "unseen_ap50": round(result["unseen_ap50"], 2),
-        "seen_ap50_std": round(result["seen_ap50_std"], 2),
-        "unseen_ap50_std": round(result["unseen_ap50_std"], 2),
+        **{k: round(result[k], 2) for k in ("seen_ap50", "unseen_ap50", "seen_ap50_std", "unseen_ap50_std")},
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
     print(json.dumps(report))
     return report
 
 
-def _final_eval(out: Path, config) -> dict:
-    from ..cli.eval import evaluate_checkpoint
-    from ..engine.distributed import init_from_environment
-
-    result = evaluate_checkpoint(config, str(out / "train" / "last.pth"), init_from_environment("cpu"), progress=False)
-    write_reports(
-        result,
-        out / "eval",
-        {
-            "checkpoint": str(out / "train" / "last.pth"),
-            "split": config.data.split,
-            "repeats": config.eval.repeats,
-            "max_images": config.eval.max_images,
-        },
-    )
+def _final_eval(out: Path, config: Config) -> dict:
+    checkpoint = out / "train" / "last.pth"
+    result = evaluate_checkpoint(config, checkpoint, torch.device("cpu"), progress=False)
+    settings = {"checkpoint": str(checkpoint), "split": config.data.split, "repeats": config.eval.repeats}
+    write_reports(result, out / "eval", {**settings, "max_images": config.eval.max_images})
     return result
 
 
 PICTURE_THRESHOLD = 0.25
 
 
-def _infer_pair(out: Path, config) -> Path:
+def _infer_pair(out: Path, config: Config) -> Path:
     """The first test image holding at least two objects of one unseen class (the pair is chosen by the
     ground truth alone, before any prediction), with a query of that class from another image."""
     test = build_split_data(config.data, "test")
@@ -106,15 +98,11 @@ def _infer_pair(out: Path, config) -> Path:
         str(query.path), str(record.path), query_box=query.box, score_threshold=PICTURE_THRESHOLD
     )
     truth = record.boxes[record.labels == category]
-    picture = draw_detections(
-        load_image(record.path),
-        result["boxes"],
-        result["scores"],
-        query=crop_box(load_image(query.path), query.box),
-        ground_truth=truth,
-    )
+    patch = crop_box(load_image(query.path), query.box)
     path = out / "inference.png"
-    save_rgb(path, picture)
+    save_rgb(
+        path, draw_detections(load_image(record.path), result["boxes"], result["scores"], patch, ground_truth=truth)
+    )
     print(
         f"  query: {test.data.category(category).name} (unseen) from {query.path.name}; target {record.path.name} "
         f"with {len(truth)} of them (green); {len(result['boxes'])} detections >= {PICTURE_THRESHOLD} (red)"
@@ -123,4 +111,4 @@ def _infer_pair(out: Path, config) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,7 +2,7 @@
 
     python tools/eval.py --config configs/tiny_synthetic.yaml --checkpoint outputs/tiny/last.pth
     python tools/eval.py --config configs/tiny_synthetic.yaml --baseline template
-    python tools/eval.py --config configs/coco_split1.yaml --checkpoint s1.pth s2.pth s3.pth s4.pth --out four/
+    python tools/eval.py --config configs/coco/split1.yaml --checkpoint s1.pth s2.pth s3.pth s4.pth --out four/
 
 With several checkpoints (one per split, each knowing its split), the four-split table is written too.
 Under torchrun the episodes are sharded over processes and gathered on rank 0.
@@ -13,35 +13,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
-import sys
 from pathlib import Path
 
-import torch
-
-from ..config import Config, ConfigError, load_config
+from ..config import load_config
 from ..data.build import build_split_data
 from ..engine import distributed
-from ..engine.checkpoint import CheckpointError, check_model_config, load_checkpoint
-from ..engine.evaluate import evaluate_model, evaluate_template
+from ..engine.checkpoint import load_checkpoint
+from ..engine.evaluate import evaluate_checkpoint, evaluate_template
 from ..evaluation.report import console_table, four_split_table, write_reports
 from ..evaluation.template_baseline import TemplateMatcher
-from ..models import build
+from .common import command
 
 
-def evaluate_checkpoint(config: Config, checkpoint: str, device: torch.device, progress: bool = True) -> dict:
-    state = load_checkpoint(checkpoint)
-    check_model_config(state["config"]["model"], config.to_dict()["model"], checkpoint)
-    model, _, postprocessor = build(config, load_weights=False)
-    weights = state["model"]
-    if state.get("ema"):  # evaluate the EMA weights when the run kept them
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
-    model.load_state_dict(weights)
-    return evaluate_model(
-        model.to(device), postprocessor, config, build_split_data(config.data, "test"), device, progress
-    )
-
-
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -55,7 +39,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
     overrides = list(args.overrides)
     overrides += [f"eval.repeats={args.repeats}"] if args.repeats else []
     overrides += ["eval.absent=true"] if args.absent else []
@@ -63,64 +46,44 @@ def main(argv: list[str] | None = None) -> dict:
     overrides += [f"data.split={args.split}"] if args.split else []
     if not args.checkpoint and not args.baseline:
         parser.error("give --checkpoint FILE [FILE ...] or --baseline template")
-    try:
-        base = load_config(args.config, overrides)
-        device = distributed.init_from_environment(base.train.device)
-        results: dict[int, dict] = {}
-        runs = [(None, base)] if args.baseline else []
-        for path in args.checkpoint:
-            split = load_checkpoint(path)["config"]["data"]["split"] if len(args.checkpoint) > 1 else base.data.split
-            runs.append((path, dataclasses.replace(base, data=dataclasses.replace(base.data, split=split))))
-        for path, config in runs:
-            if path is None:
-                result = evaluate_template(
-                    TemplateMatcher(), config, build_split_data(config.data, "test"), not args.no_progress
-                )
-            else:
-                result = evaluate_checkpoint(config, path, device, not args.no_progress)
-            results[config.data.split] = result
-            if distributed.is_main():
-                out = Path(args.out) / (f"split{config.data.split}" if len(runs) > 1 else "")
-                settings = {
-                    "config": args.config,
-                    "checkpoint": path or f"baseline: {args.baseline}",
-                    "dataset": config.data.dataset,
-                    "split": config.data.split,
-                    "repeats": config.eval.repeats,
-                    "absent": config.eval.absent,
-                    "max_images": config.eval.max_images,
-                    "test_size": config.data.test_size,
-                }
-                write_reports(result, out, settings)
-                print(
-                    f"split {config.data.split} ({path or args.baseline}), {result['episodes']} episodes, "
-                    f"{1000 * result['seconds_per_episode']:.1f} ms/episode"
-                )
-                print(console_table(result))
-    except (ConfigError, CheckpointError) as error:
-        if argv is not None:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        distributed.cleanup()
+    base = load_config(args.config, overrides)
+    device = distributed.init_from_environment(base.train.device)
+    runs = [(None, base)] if args.baseline else []
+    for path in args.checkpoint:
+        split = load_checkpoint(path)["config"]["data"]["split"] if len(args.checkpoint) > 1 else base.data.split
+        runs.append((path, dataclasses.replace(base, data=dataclasses.replace(base.data, split=split))))
+    results: dict[int, dict] = {}
+    for path, config in runs:
+        if path is None:
+            test = build_split_data(config.data, "test")
+            result = evaluate_template(TemplateMatcher(), config, test, not args.no_progress)
+        else:
+            result = evaluate_checkpoint(config, path, device, not args.no_progress)
+        results[config.data.split] = result
+        if distributed.is_main():
+            out = Path(args.out) / (f"split{config.data.split}" if len(runs) > 1 else "")
+            settings = {
+                "config": args.config,
+                "checkpoint": path or f"baseline: {args.baseline}",
+                "dataset": config.data.dataset,
+                "split": config.data.split,
+                "repeats": config.eval.repeats,
+                "absent": config.eval.absent,
+                "max_images": config.eval.max_images,
+                "test_size": config.data.test_size,
+            }
+            write_reports(result, out, settings)
+            print(f"split {config.data.split} ({path or args.baseline}), {result['episodes']} episodes, ", end="")
+            print(f"{1000 * result['seconds_per_episode']:.1f} ms/episode\n{console_table(result)}")
     if len(results) > 1 and distributed.is_main():
         table = four_split_table(results, base.data.dataset)
         (Path(args.out) / "splits.md").write_text(table + "\n")
         print(table)
-    summary = {
-        k: {
-            "seen_ap50": v["seen_ap50"],
-            "unseen_ap50": v["unseen_ap50"],
-            "seen_ap50_std": v["seen_ap50_std"],
-            "unseen_ap50_std": v["unseen_ap50_std"],
-        }
-        for k, v in results.items()
-    }
     if distributed.is_main():
-        print(json.dumps(summary))
+        keys = ("seen_ap50", "unseen_ap50", "seen_ap50_std", "unseen_ap50_std")
+        print(json.dumps({split: {k: r[k] for k in keys} for split, r in results.items()}))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,8 +11,10 @@ import math
 
 from ..inference.export import check_onnx, export_onnx, export_torchscript
 from ..inference.predictor import Predictor
+from .common import command
 
 
+@command(failed=lambda report: not report["ok"])
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -31,9 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
     report["ok"] = max(report["max_abs_diff_scores"], report["max_abs_diff_boxes"]) <= args.tolerance
     print(json.dumps(report))
     if not report["ok"]:
-        raise SystemExit(f"onnxruntime differs from PyTorch by more than {args.tolerance}")
+        print(f"onnxruntime differs from PyTorch by more than {args.tolerance}")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

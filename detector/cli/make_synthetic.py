@@ -8,14 +8,16 @@ from pathlib import Path
 
 from ..data.coco import load_coco
 from ..data.splits import index_rule_split
-from ..data.sprites import SPRITES
-from ..data.synthetic import GLYPHS, SIZES, generate
-from ..visualize import benchmark_preview
+from ..synthetic.benchmark import GLYPHS, SIZES, generate
+from ..synthetic.preview import benchmark_preview
+from ..synthetic.sprites import SPRITES
+from .common import command
 
 FAMILIES = {family.name: family for family in (GLYPHS, SPRITES)}
 DEFAULT_OUT = {"glyphs": "datasets/synthetic", "sprites": "datasets/sprites"}
 
 
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -56,4 +58,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

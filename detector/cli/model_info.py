@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import load_config
 from ..models import build_model
+from .common import command
 
 
 def model_info(
@@ -65,6 +66,7 @@ def model_info(
     }
 
 
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
@@ -78,4 +80,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

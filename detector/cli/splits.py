@@ -7,9 +7,11 @@ import json
 
 from ..data.coco import load_coco
 from ..data.splits import coco_split, explicit_split, index_rule_split, voc_split
-from ..data.synthetic import CLASSES
+from ..synthetic.benchmark import CLASSES
+from .common import command
 
 
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dataset", choices=["coco", "voc", "synthetic", "custom"])
@@ -34,4 +36,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
-from ..config import ConfigError, load_config
+from ..config import load_config
 from ..engine import distributed
-from ..engine.checkpoint import CheckpointError
 from ..engine.trainer import train
+from .common import command
 
 
+@command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -25,20 +25,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config, args.overrides)
-        summary = train(config, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, CheckpointError) as error:
-        if argv is not None:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        distributed.cleanup()
+    summary = train(load_config(args.config, args.overrides), resume=args.resume, progress=not args.no_progress)
     if distributed.is_main():
         print(json.dumps(summary))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

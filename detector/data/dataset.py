@@ -5,11 +5,16 @@ The batch contract (:class:`Batch`):
 - ``target_images``, ``query_images``: ``(B, 3, H, W)`` float, ImageNet-normalised, zero-padded at the
   bottom and right to one grid ``H x W`` (a multiple of ``size_divisor``); the query patch sits top-left.
 - ``target_masks``, ``query_masks``: ``(B, H, W)`` bool, ``True`` on padding.
-- ``targets[b]``: ``boxes`` ``(N, 4)`` of the query's class in ``cxcywh`` normalised by the target
-  image's own (unpadded) width and height; ``all_boxes``/``all_labels``: every training-visible box and its
-  category id (for auxiliary losses); ``query_label``: the query's category id.
-- ``meta[b]``: ``image_id``, ``category_id``, ``orig_size`` ``(H0, W0)`` of the image file, ``size``
-  ``(h, w)`` after resizing, ``present``, ``repeat``.
+- ``targets[b]``: ``boxes`` ``(N, 4)``, the positives (what the query should find), in ``cxcywh``
+  normalised by the target image's own (unpadded) width and height; ``all_boxes``: every box the proposals
+  learn from; ``class_boxes``/``class_labels``: the boxes whose category id is known, and those ids (for the
+  identity loss); ``query_label``: the query's category id, -1 when the query has no class (stage 1).
+- ``meta[b]``: ``episode`` (the index of the episode in the data set's list), ``image_id``,
+  ``category_id``, ``orig_size`` ``(H0, W0)`` of the image file, ``size`` ``(h, w)`` after resizing,
+  ``present``, ``repeat``.
+
+Which boxes are positives is decided by a target builder passed to the data set: :class:`OneShotTargets`
+(stage 2: the boxes of the query's class) or :class:`SelfQueryTargets` (stage 1: the query crop itself).
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .episodes import SELF_QUERY, Episode
+from .episodes import Episode
 from .images import ImageReadError, load_image
-from .records import DetectionData
+from .records import DetectionData, ImageRecord
 from .transforms import QueryTransform, TargetTransform, to_tensor
 
 logger = logging.getLogger(__name__)
@@ -61,6 +66,10 @@ class Batch:
     def __len__(self) -> int:
         return self.target_images.shape[0]
 
+    def image_sizes(self) -> torch.Tensor:
+        """``(B, 2)``: each target's unpadded ``(height, width)``, on the batch's device."""
+        return torch.tensor([m["size"] for m in self.meta], device=self.target_images.device)
+
 
 def xyxy_to_normalized_cxcywh(boxes: np.ndarray, width: int, height: int) -> torch.Tensor:
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
@@ -69,12 +78,41 @@ def xyxy_to_normalized_cxcywh(boxes: np.ndarray, width: int, height: int) -> tor
     return torch.stack([cx, cy, w, h], dim=-1)
 
 
-class EpisodeDataset(Dataset):
-    """Item ``i`` is the :class:`Sample` of ``episodes[i]``.
+@dataclass
+class EpisodeBoxes:
+    """The boxes of one episode before augmentation (``xyxy`` pixels of the original image): ``boxes (N, 4)``,
+    ``labels (N,)`` category ids (-1: no class), ``positive (N,)`` bool."""
 
-    A sample whose image cannot be read is skipped with a warning naming the file, and the next episode is
-    used instead (at most ``max_skips`` in a row), so that one bad file does not end a long run.
-    """
+    boxes: np.ndarray
+    labels: np.ndarray
+    positive: np.ndarray
+
+
+class OneShotTargets:
+    """Stage 2: the positives are the target's boxes of the query's class; every annotated box keeps its class."""
+
+    def __call__(self, record: ImageRecord, episode: Episode) -> EpisodeBoxes:
+        keep = ~record.ignore
+        boxes, labels = record.boxes[keep], record.labels[keep]
+        return EpisodeBoxes(boxes, labels, labels == episode.category_id)
+
+
+class SelfQueryTargets:
+    """Stage 1: the query is a crop of the target image and the crop is the one positive; the annotated boxes
+    stay in the target as negatives (with their classes, for the identity loss)."""
+
+    def __call__(self, record: ImageRecord, episode: Episode) -> EpisodeBoxes:
+        keep = ~record.ignore
+        boxes = np.concatenate([record.boxes[keep], np.asarray([episode.query.box], np.float32)])
+        labels = np.concatenate([record.labels[keep], [-1]])
+        positive = np.zeros(len(boxes), bool)
+        positive[-1] = True
+        return EpisodeBoxes(boxes, labels, positive)
+
+
+class EpisodeDataset(Dataset):
+    """Item ``i`` is the :class:`Sample` of ``episodes[i]``; an unreadable image raises
+    :class:`ImageReadError` naming the file (see :class:`SkipUnreadable` for training)."""
 
     def __init__(
         self,
@@ -83,57 +121,45 @@ class EpisodeDataset(Dataset):
         target_transform: TargetTransform,
         query_transform: QueryTransform,
         seed: int = 0,
-        max_skips: int = 10,
+        targets: OneShotTargets | SelfQueryTargets | None = None,
     ) -> None:
         self.data, self.episodes = data, episodes
         self.target_transform, self.query_transform = target_transform, query_transform
-        self.seed, self.max_skips = seed, max_skips
-        self.skipped = 0
+        self.seed = seed
+        self.targets = targets or OneShotTargets()
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def __getitem__(self, index: int) -> Sample:
-        for attempt in range(self.max_skips + 1):
-            episode = self.episodes[(index + attempt) % len(self.episodes)]
-            try:
-                return self.load(episode, self._seed(index + attempt))
-            except ImageReadError as error:
-                self.skipped += 1
-                logger.warning(
-                    "skipping episode %d (%d skipped so far in this process): %s",
-                    index + attempt,
-                    self.skipped,
-                    error,
-                )
-        raise RuntimeError(
-            f"{self.max_skips + 1} consecutive episodes from {index} have unreadable images; "
-            f"run tools/check_dataset.py on the data set"
-        )
+        return self.load(index, self._seed(index))
 
     def _seed(self, index: int) -> int:
         epoch = getattr(self.episodes, "epoch", 0)
         return int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
-    def load(self, episode: Episode, seed: int) -> Sample:
+    def load(self, index: int, seed: int) -> Sample:
+        episode = self.episodes[index]
         record = self.data.images[episode.image_index]
         image = load_image(record.path)
-        keep = ~record.ignore
-        boxes, labels = record.boxes[keep], record.labels[keep]
-        if episode.category_id == SELF_QUERY:  # stage 1: the query crop is the one positive
-            boxes = np.concatenate([boxes, np.asarray([episode.query.box], np.float32)])
-            labels = np.concatenate([labels, [SELF_QUERY]])
-        out = self.target_transform(image, boxes, labels, seed)
+        boxes = self.targets(record, episode)
+        # the transform carries row numbers as labels, so that every property of a surviving box follows it
+        out = self.target_transform(image, boxes.boxes, np.arange(len(boxes.boxes)), seed)
+        rows = out.labels
+        labels, positive = boxes.labels[rows], boxes.positive[rows]
         h, w = out.image.shape[:2]
         query = self.query_transform(load_image(episode.query.path), episode.query.box, seed + 1)
-        matches = out.labels == episode.category_id
+        all_boxes = xyxy_to_normalized_cxcywh(out.boxes, w, h)
+        known = torch.as_tensor(labels >= 0)
         target = {
-            "boxes": xyxy_to_normalized_cxcywh(out.boxes[matches], w, h),
-            "all_boxes": xyxy_to_normalized_cxcywh(out.boxes, w, h),
-            "all_labels": torch.as_tensor(out.labels, dtype=torch.int64),
-            "query_label": torch.tensor(episode.category_id, dtype=torch.int64),
+            "boxes": all_boxes[torch.as_tensor(positive)],
+            "all_boxes": all_boxes,
+            "class_boxes": all_boxes[known],
+            "class_labels": torch.as_tensor(labels, dtype=torch.int64)[known],
+            "query_label": torch.tensor(-1 if episode.category_id is None else episode.category_id),
         }
         meta = {
+            "episode": index,
             "image_id": record.image_id,
             "category_id": episode.category_id,
             "orig_size": (image.shape[0], image.shape[1]),
@@ -142,6 +168,34 @@ class EpisodeDataset(Dataset):
             "repeat": episode.repeat,
         }
         return Sample(to_tensor(out.image), to_tensor(query), target, meta)
+
+
+class SkipUnreadable(Dataset):
+    """Training only: an episode whose image cannot be read is replaced by the next one (at most
+    ``max_skips`` in a row), with a warning naming the file, so that one bad file does not end a long run.
+    Evaluation never skips: a replaced episode would be scored against the wrong image."""
+
+    def __init__(self, dataset: EpisodeDataset, max_skips: int = 10) -> None:
+        self.dataset, self.max_skips = dataset, max_skips
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample:
+        for attempt in range(self.max_skips + 1):
+            position = (index + attempt) % len(self.dataset)
+            try:
+                return self.dataset.load(position, self.dataset._seed(index + attempt))
+            except ImageReadError as error:
+                self.skipped += 1
+                logger.warning(
+                    "skipping episode %d (%d skipped so far in this process): %s", position, self.skipped, error
+                )
+        raise RuntimeError(
+            f"{self.max_skips + 1} consecutive episodes from {index} have unreadable images; "
+            f"run tools/check_dataset.py on the data set"
+        )
 
 
 def pad_to_grid(images: list[torch.Tensor], height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,15 +22,14 @@ import numpy as np
 from .query_pool import QueryPool, QueryRecord
 from .records import DetectionData
 
-SELF_QUERY = -1  # category id of a stage-1 episode: the query is a crop of the target image itself
-
 
 @dataclass(frozen=True)
 class Episode:
-    """Search ``data.images[image_index]`` for class ``category_id`` given exemplar ``query``."""
+    """Search ``data.images[image_index]`` for class ``category_id`` given exemplar ``query``; ``category_id``
+    is None when the query has no class (stage 1: a crop of the target image itself)."""
 
     image_index: int
-    category_id: int
+    category_id: int | None
     query: QueryRecord
     repeat: int = 0
     present: bool = True
@@ -97,8 +96,8 @@ class TrainEpisodeSampler:
 
 class SelfQueryEpisodes:
     """Stage-1 (self-supervised) episodes: the query is a random crop of the target image itself (10-40% of
-    the shorter side, aspect 1:2 to 2:1) and is the only positive; the image's annotated boxes stay in the
-    target as negatives. Seeded per ``(epoch, index)`` like :class:`TrainEpisodeSampler`."""
+    the shorter side, aspect 1:2 to 2:1); pair it with ``SelfQueryTargets``, which makes the crop the only
+    positive. Seeded per ``(epoch, index)`` like :class:`TrainEpisodeSampler`."""
 
     def __init__(self, data: DetectionData, seed: int = 0) -> None:
         self.data, self.seed = data, seed
@@ -121,8 +120,8 @@ class SelfQueryEpisodes:
         aspect = np.exp(rng.uniform(-np.log(2), np.log(2)))
         w, h = min(record.width, side * np.sqrt(aspect)), min(record.height, side / np.sqrt(aspect))
         x1, y1 = rng.uniform(0, record.width - w), rng.uniform(0, record.height - h)
-        query = QueryRecord(SELF_QUERY, record.image_id, record.path, (x1, y1, x1 + w, y1 + h))
-        return Episode(self.data.index_of(record.image_id), SELF_QUERY, query)
+        query = QueryRecord(None, record.image_id, record.path, (x1, y1, x1 + w, y1 + h))
+        return Episode(self.data.index_of(record.image_id), None, query)
 
 
 class EpochEpisodes(Sequence):

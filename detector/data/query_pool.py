@@ -36,9 +36,10 @@ FORMAT = "ia-detr-query-pool"
 
 @dataclass(frozen=True)
 class QueryRecord:
-    """One exemplar: the box ``(x1, y1, x2, y2)`` of class ``category_id`` in image ``image_id``."""
+    """One exemplar: the box ``(x1, y1, x2, y2)`` of class ``category_id`` in image ``image_id`` (``category_id``
+    None: a stage-1 crop with no class)."""
 
-    category_id: int
+    category_id: int | None
     image_id: int
     path: Path
     box: tuple[float, float, float, float]

@@ -6,6 +6,10 @@ same folder and renamed into place, so a crash never leaves a half-written check
 step checkpoints are kept, plus ``last.pth`` and ``best.pth``. Loading uses ``torch.load(weights_only=True)``
 (tensors and plain containers only, never arbitrary objects). A checkpoint whose model config differs from
 the current one is refused with the differing keys.
+
+Format 1 (current) keeps every learned parameter in ``model``. Format 0 (before the identity and contrastive
+heads moved from the criterion into the model) kept them under ``train_step`` as ``criterion.*``;
+:func:`migrate` turns a format-0 state into format 1 on load.
 """
 
 from __future__ import annotations
@@ -19,9 +23,42 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import Config, from_dict
+from ..models.build import build_model
+from ..models.ia_detr import IADETR
+
+FORMAT = 1
+# format 0 -> 1: the training-only heads moved from the criterion into the model
+_MOVED_KEYS = {
+    "criterion.identity_head.": "identity_head.classifier.",
+    "criterion.project_box.": "contrastive_head.object_proj.",
+    "criterion.project_query.": "contrastive_head.query_proj.",
+}
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, or from another model."""
+
+
+def migrate(state: dict) -> dict:
+    """A checkpoint state in the current format: format 0's ``train_step`` (model + criterion weights) becomes
+    ``model`` weights, the moved heads renamed; EMA weights get the heads too (format 0 averaged the model
+    only, so the live heads stand in). The optimizer state needs no change: the heads are registered last in
+    the model, in the order the criterion had them."""
+    if state.get("format", 0) >= FORMAT:
+        return state
+    state = dict(state)
+    moved = {}
+    for key, value in state.get("train_step", {}).items():
+        for old, new in _MOVED_KEYS.items():
+            if key.startswith(old):
+                moved[new + key.removeprefix(old)] = value
+    state["model"] = {**state["model"], **moved}
+    if state.get("ema"):
+        state["ema"] = {**state["ema"], **{f"module.{k}": v for k, v in moved.items()}}
+    state.pop("train_step", None)
+    state["format"] = FORMAT
+    return state
 
 
 def rng_state() -> dict:
@@ -68,7 +105,35 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from error
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not an IA-DETR checkpoint (no 'model' and 'config' entries)")
-    return state
+    return migrate(state)
+
+
+def model_weights(state: dict) -> dict:
+    """The weights to run: the EMA weights when the run kept them, else the model's."""
+    if state.get("ema"):
+        return {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    return state["model"]
+
+
+def load_model(path: str | Path, config: Config | None = None) -> tuple[IADETR, Config]:
+    """The model of checkpoint ``path`` in eval mode, and its config: the checkpoint's own, or ``config``
+    (whose model section must match the checkpoint's; data and eval settings may differ). EMA weights are
+    used when the run kept them. The one way every tool loads a trained model."""
+    state = load_checkpoint(path)
+    saved = from_dict(Config, state["config"])
+    if config is None:
+        config = saved
+    else:
+        check_model_config(state["config"]["model"], config.to_dict()["model"], path)
+    model = build_model(config.model, load_weights=False, query_extent=config.data.query_size)
+    weights = {k: v for k, v in model_weights(state).items() if not k.startswith("contrastive_head.")}
+    result = model.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit its model config (missing {result.missing_keys[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]}); it was written by another version of the code or edited"
+        )
+    return model.eval(), config
 
 
 def check_model_config(saved: dict, current: dict, path: str | Path) -> None:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..data.images import ImageReadError, load_image
 from ..data.query_pool import QueryPool
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, QueryTransform
-from ..models.criterion import SetCriterion
+from ..models.criterion import check_labels
 from ..models.ia_detr import IADETR
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,6 @@ def _augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generat
 
 def pretrain_backbone(
     model: IADETR,
-    criterion: SetCriterion,
     crops: Crops,
     steps: int,
     batch_size: int,
@@ -111,13 +110,14 @@ def pretrain_backbone(
     hflip: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Train ``model.backbone`` and ``criterion.identity_head`` to classify ``crops`` through the query path.
+    """Train ``model.backbone`` and ``model.identity_head`` to classify ``crops`` through the query path.
 
     Returns ``steps``, ``seconds`` and the training ``accuracy`` over the last 50 steps."""
-    if criterion.identity_head is None:
+    if model.identity_head is None:
         raise ValueError("train.pretrain_steps > 0 needs an identity head: set model.identity_classes")
-    criterion.check_labels(crops.labels)
-    params = [p for p in model.backbone.parameters() if p.requires_grad] + list(criterion.identity_head.parameters())
+    classifier = model.identity_head.classifier
+    check_labels(crops.labels, classifier.out_features)
+    params = [p for p in model.backbone.parameters() if p.requires_grad] + list(classifier.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -131,7 +131,7 @@ def pretrain_backbone(
         masks, labels = masks.to(device), crops.labels[index].to(device)
         features, cell_masks = model.backbone(images, masks)
         pooled = features.flatten(2).masked_fill(cell_masks.flatten(1)[:, None], float("-inf")).amax(-1)
-        logits = criterion.identity_head(pooled)
+        logits = classifier(pooled)
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

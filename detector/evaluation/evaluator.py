@@ -8,7 +8,9 @@ deviation. Extended (one flag): classes absent from an image are queried too; th
 false positives. It reports false positives per absent episode at score thresholds 0.3 and 0.5, and AP50
 over present and absent episodes together.
 
-Usage: ``reset()``, then ``process(episodes, detections)`` for every batch, then ``evaluate()``.
+Usage: ``reset()``, then ``process(episodes, detections)`` for every batch, then ``evaluate()``. An episode
+that could not be run (an unreadable image) is reported with ``drop(episode, reason)``: its target image is
+then left out of the scores entirely (every class and repeat), and the result counts what was left out.
 """
 
 from __future__ import annotations
@@ -36,18 +38,19 @@ class OneShotEvaluator:
         self.reset()
 
     def reset(self) -> None:
-        # repeat -> list of COCO-format detections; absent episodes are kept apart
-        self.present: dict[int, list[dict]] = defaultdict(list)
-        self.absent: dict[int, list[dict]] = defaultdict(list)
-        self.absent_episodes: dict[int, int] = defaultdict(int)
-        self.images: set[int] = set()
+        # per processed episode: (image id, repeat, present, COCO-format detections)
+        self.episodes: list[tuple[int, int, bool, list[dict]]] = []
+        self.dropped: list[tuple[int, str]] = []  # (image id, reason)
+
+    def drop(self, episode: Episode, reason: str) -> None:
+        """``episode`` could not be run: leave its target image out of every score."""
+        self.dropped.append((self.data.images[episode.image_index].image_id, reason))
 
     def process(self, episodes: list[Episode], detections: list[dict]) -> None:
         """``detections[i]``: ``{"boxes": (k, 4) xyxy pixels of the original image, "scores": (k,)}`` for
         ``episodes[i]`` (tensors or arrays)."""
         for episode, det in zip(episodes, detections):
             image_id = self.data.images[episode.image_index].image_id
-            self.images.add(image_id)
             boxes, scores = np.asarray(det["boxes"], np.float64), np.asarray(det["scores"], np.float64)
             order = np.argsort(-scores)[: self.max_detections]
             rows = [
@@ -59,11 +62,23 @@ class OneShotEvaluator:
                 }
                 for b, s in zip(boxes[order].tolist(), scores[order].tolist())
             ]
-            if episode.present:
-                self.present[episode.repeat].extend(rows)
+            self.episodes.append((image_id, episode.repeat, episode.present, rows))
+
+    def _collect(self) -> None:
+        """Group the detections of the scored images by repeat (absent episodes apart)."""
+        excluded = {image_id for image_id, _ in self.dropped}
+        self.images = {e[0] for e in self.episodes} - excluded
+        self.present: dict[int, list[dict]] = defaultdict(list)
+        self.absent: dict[int, list[dict]] = defaultdict(list)
+        self.absent_episodes: dict[int, int] = defaultdict(int)
+        for image_id, repeat, present, rows in self.episodes:
+            if image_id in excluded:
+                continue
+            if present:
+                self.present[repeat].extend(rows)
             else:
-                self.absent[episode.repeat].extend(rows)
-                self.absent_episodes[episode.repeat] += 1
+                self.absent[repeat].extend(rows)
+                self.absent_episodes[repeat] += 1
 
     def _ground_truth(self) -> COCO:
         coco = self.data.to_coco()
@@ -104,7 +119,9 @@ class OneShotEvaluator:
         return out
 
     def evaluate(self) -> dict:
-        """Every number: per repeat, per class, seen/unseen means, mean and std over repeats (percent)."""
+        """Every number: per repeat, per class, seen/unseen means, mean and std over repeats (percent), and
+        ``dropped_episodes``, ``excluded_images``, ``drop_reasons`` (unique, sorted) for what could not be run."""
+        self._collect()
         gt = self._ground_truth()
         repeats = sorted(set(self.present) | set(self.absent))
         per_repeat = []
@@ -124,7 +141,11 @@ class OneShotEvaluator:
                     values = [combined[c]["ap50"] for c in ids if c in combined]
                     row[f"{group}_ap50_with_absent"] = float(np.mean(values)) if values else float("nan")
             per_repeat.append(row)
-        return summarise_repeats(per_repeat, self.split, len(self.images))
+        result = summarise_repeats(per_repeat, self.split, len(self.images))
+        result["dropped_episodes"] = len(self.dropped)
+        result["excluded_images"] = len({image_id for image_id, _ in self.dropped})
+        result["drop_reasons"] = sorted({reason for _, reason in self.dropped})
+        return result
 
 
 def summarise_repeats(per_repeat: list[dict], split: Split, images: int) -> dict:

@@ -34,7 +34,17 @@ def console_table(result: dict) -> str:
     for key in ("seen_ap50_with_absent", "unseen_ap50_with_absent"):
         if key in result:
             lines.append(f"{key}: {_pm(result, key)}")
+    if result.get("dropped_episodes"):
+        lines.append(_dropped(result))
     return "\n".join(lines)
+
+
+def _dropped(result: dict) -> str:
+    reasons = "; ".join(result["drop_reasons"][:3])
+    return (
+        f"{result['dropped_episodes']} episodes could not be run and their {result['excluded_images']} target "
+        f"images are left out of every score ({reasons})"
+    )
 
 
 def markdown_report(result: dict, settings: dict) -> str:
@@ -43,6 +53,7 @@ def markdown_report(result: dict, settings: dict) -> str:
     lines += [
         "",
         f"- images: {result['images']}, repeats: {result['repeats']}",
+        *([f"- {_dropped(result)}"] if result.get("dropped_episodes") else []),
         "",
         "## Means over classes",
         "",

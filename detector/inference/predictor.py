@@ -12,20 +12,20 @@ are averaged cell by cell, see ``IADETR.encode_queries``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Config, from_dict
-from ..data.dataset import Sample, collate, pad_to_grid
+from ..config import Config
+from ..data.dataset import pad_to_grid
 from ..data.images import load_image, to_rgb_array
 from ..data.transforms import QueryTransform, TargetTransform, to_tensor
-from ..engine.checkpoint import load_checkpoint
-from ..models import build
+from ..engine.checkpoint import load_model
+from ..models.build import build_postprocessor
 from ..models.ia_detr import IADETR
-from ..models.postprocess import PostProcessor
 
 ImageLike = str | Path | np.ndarray | Image.Image
 MIN_QUERY_SIDE = 4
@@ -54,7 +54,17 @@ def check_query_box(box: tuple[float, float, float, float], width: int, height: 
     return cx1, cy1, cx2, cy2
 
 
+def _grid(shapes: list[tuple[int, int]], divisor: int) -> tuple[int, int]:
+    """The common grid: the largest height and width, rounded up to ``divisor``."""
+    return (
+        math.ceil(max(h for h, _ in shapes) / divisor) * divisor,
+        math.ceil(max(w for _, w in shapes) / divisor) * divisor,
+    )
+
+
 class Predictor:
+    """Runs a trained model on (query, target) pairs with the preprocessing of its config."""
+
     def __init__(self, model: IADETR, config: Config, device: str | torch.device = "auto") -> None:
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.model = model.to(self.device).eval()
@@ -62,7 +72,7 @@ class Predictor:
         data = config.data
         self.target_transform = TargetTransform(False, [data.test_size], data.target_max_size, data.test_size)
         self.query_transform = QueryTransform(False, data.query_size)
-        self.postprocessor = PostProcessor(config.eval.max_detections, config.eval.nms_iou)
+        self.postprocessor = build_postprocessor(config.eval)
 
     @classmethod
     def from_checkpoint(
@@ -70,15 +80,9 @@ class Predictor:
     ) -> Predictor:
         """Model and preprocessing from the checkpoint's own config (EMA weights when the run kept them);
         ``nms_iou`` replaces the config's ``eval.nms_iou`` (0: NMS-free)."""
-        state = load_checkpoint(path)
-        config = from_dict(Config, state["config"])
+        model, config = load_model(path)
         if nms_iou is not None:
             config.eval.nms_iou = nms_iou
-        model, _, _ = build(config, load_weights=False)
-        weights = state["model"]
-        if state.get("ema"):
-            weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
-        model.load_state_dict(weights)
         return cls(model, config, device)
 
     def _query_tensor(self, image: ImageLike, box: tuple | None) -> torch.Tensor:
@@ -86,6 +90,11 @@ class Predictor:
         h, w = array.shape[:2]
         box = check_query_box(box, w, h) if box is not None else (0.0, 0.0, float(w), float(h))
         return to_tensor(self.query_transform(array, box, seed=0))
+
+    def _target_tensor(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
+        array = read_any(image)
+        out = self.target_transform(array, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), seed=0)
+        return to_tensor(out.image), array.shape[:2]
 
     @torch.no_grad()
     def predict(
@@ -105,29 +114,30 @@ class Predictor:
         if len(boxes) != len(queries):
             raise ValueError(f"got {len(queries)} query images but {len(boxes)} query boxes")
         query_tensors = [self._query_tensor(q, b) for q, b in zip(queries, boxes)]
-        targets = target_image if isinstance(target_image, list) else [target_image]
-        samples, originals = [], []
-        for target in targets:
-            array = read_any(target)
-            out = self.target_transform(array, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), seed=0)
-            samples.append(Sample(to_tensor(out.image), query_tensors[0], {}, {"size": out.image.shape[:2]}))
-            originals.append(array.shape[:2])
-        batch = collate(samples, self.config.data.size_divisor)
-        grid = batch.target_images.shape[-2:]
-        stacked, masks = pad_to_grid(query_tensors, *grid)
-        b = len(samples)
-        query_images = stacked[None].expand(b, -1, -1, -1, -1) if len(queries) > 1 else stacked.expand(b, -1, -1, -1)
-        query_masks = masks[None].expand(b, -1, -1, -1) if len(queries) > 1 else masks.expand(b, -1, -1)
-        sizes = torch.tensor([s.meta["size"] for s in samples], device=self.device)
+        targets = [self._target_tensor(t) for t in (target_image if isinstance(target_image, list) else [target_image])]
+        target_tensors = [t for t, _ in targets]
+        grid = _grid([tuple(t.shape[1:]) for t in target_tensors + query_tensors], self.config.data.size_divisor)
+        target_images, target_masks = pad_to_grid(target_tensors, *grid)
+        query_images, query_masks = pad_to_grid(query_tensors, *grid)
+        b = len(targets)
+        if len(queries) > 1:  # k-shot: (B, k, 3, H, W)
+            query_images, query_masks = (
+                query_images[None].expand(b, -1, -1, -1, -1),
+                query_masks[None].expand(b, -1, -1, -1),
+            )
+        else:
+            query_images, query_masks = query_images.expand(b, -1, -1, -1), query_masks.expand(b, -1, -1)
+        sizes = torch.tensor([tuple(t.shape[1:]) for t in target_tensors], device=self.device)
         outputs = self.model(
-            batch.target_images.to(self.device),
-            batch.target_masks.to(self.device),
+            target_images.to(self.device),
+            target_masks.to(self.device),
             query_images.to(self.device),
             query_masks.to(self.device),
             sizes,
         )
+        originals = torch.tensor([size for _, size in targets], device=self.device)
         results = []
-        for det in self.postprocessor(outputs, torch.tensor(originals, device=self.device)):
+        for det in self.postprocessor(outputs, originals):
             keep = det["scores"] >= score_threshold
             results.append({"boxes": det["boxes"][keep].cpu().numpy(), "scores": det["scores"][keep].cpu().numpy()})
         return results if isinstance(target_image, list) else results[0]

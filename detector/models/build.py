@@ -7,10 +7,11 @@ import logging
 from torch import nn
 
 from ..attention import BoxRelativePositionBias, DoubleCrossAttention, IndirectAttention, MisalignedAttention
-from ..config import Config, ModelConfig
+from ..config import Config, EvalConfig, ModelConfig
 from .backbone import STRIDE, Backbone, TinyBackbone, TorchvisionBackbone, load_backbone_weights
 from .criterion import SetCriterion
 from .decoder import Decoder, DecoderLayer
+from .heads import ContentProjection, ContrastiveHead, IdentityHead, SimilarityLogit
 from .ia_detr import IADETR
 from .matcher import HungarianMatcher
 from .postprocess import PostProcessor
@@ -44,52 +45,61 @@ def build_backbone(config: ModelConfig, load_weights: bool = True) -> Backbone:
     return Backbone(body, config.hidden_dim, trainable=spec.trainable)
 
 
-def build_model(config: ModelConfig, load_weights: bool = True, query_extent: int = 300) -> IADETR:
+def build_model(
+    config: ModelConfig, load_weights: bool = True, query_extent: int = 300, contrastive_dim: int = 0
+) -> IADETR:
+    """The detector of ``config``; ``contrastive_dim > 0`` adds the stage-1 contrastive projections."""
+    dim = config.hidden_dim
     layers = [
         DecoderLayer(
-            build_fusion(config.fusion, config.hidden_dim, config.num_heads, config.bias_hidden_dim, config.dropout),
-            config.hidden_dim,
+            build_fusion(config.fusion, dim, config.num_heads, config.bias_hidden_dim, config.dropout),
+            dim,
             config.num_heads,
             config.ffn_dim,
             config.dropout,
         )
         for _ in range(config.num_layers)
     ]
-    decoder = Decoder(layers, config.hidden_dim, config.look_forward_twice)
     return IADETR(
         build_backbone(config, load_weights),
-        decoder,
-        ProposalHead(config.hidden_dim, STRIDE),
-        config.hidden_dim,
+        Decoder(layers, dim, config.look_forward_twice),
+        ProposalHead(dim, STRIDE),
+        dim,
         config.num_queries,
         config.num_queries_one2many,
         query_extent,
-        config.content_from_target,
-        config.match_similarity,
+        content_proj=ContentProjection(dim) if config.content_from_target else None,
+        similarity=SimilarityLogit(dim, config.num_layers) if config.match_similarity else None,
+        identity_head=IdentityHead(dim, config.identity_classes, STRIDE) if config.identity_classes else None,
+        contrastive_head=ContrastiveHead(dim, contrastive_dim) if contrastive_dim else None,
     )
 
 
-def build(config: Config, load_weights: bool = True) -> tuple[IADETR, SetCriterion, PostProcessor]:
-    """Model, criterion and postprocessor of ``config``."""
-    loss, model_config = config.loss, config.model
+def build_criterion(config: Config) -> SetCriterion:
+    loss = config.loss
     matcher = HungarianMatcher(
         loss.match_class_cost, loss.match_l1_cost, loss.match_giou_cost, loss.focal_alpha, loss.focal_gamma
     )
-    criterion = SetCriterion(
+    return SetCriterion(
         matcher,
         loss.class_weight,
         loss.l1_weight,
         loss.giou_weight,
         loss.focal_alpha,
         loss.focal_gamma,
-        model_config.one2many_repeats,
+        config.model.one2many_repeats,
         loss.one2many_weight,
-        model_config.identity_classes,
-        model_config.hidden_dim,
         loss.identity_weight,
-        loss.contrastive_dim,
         loss.contrastive_weight,
         loss.contrastive_temperature,
     )
-    model = build_model(model_config, load_weights, config.data.query_size)
-    return model, criterion, PostProcessor(config.eval.max_detections, config.eval.nms_iou)
+
+
+def build_postprocessor(config: EvalConfig) -> PostProcessor:
+    return PostProcessor(config.max_detections, config.nms_iou)
+
+
+def build(config: Config, load_weights: bool = True) -> tuple[IADETR, SetCriterion, PostProcessor]:
+    """Model, criterion and postprocessor of ``config`` (for training; inference: ``load_model``)."""
+    model = build_model(config.model, load_weights, config.data.query_size, config.loss.contrastive_dim)
+    return model, build_criterion(config), build_postprocessor(config.eval)

@@ -1,13 +1,12 @@
 """Set losses: sigmoid focal loss, L1 and GIoU after Hungarian matching, on every decoder layer, on the
 two-stage proposals, and on the one-to-many queries (hybrid matching, ground truth repeated ``k`` times).
 
-Optional training-only terms:
-- ``identity``: a linear head classifies into the base (seen) classes the pooled query-image features, the
-  matched query features, and the target features pooled in every labelled target box (RoIAlign, max).
-  Labels exist in training; supervising class identity teaches the features to tell classes apart instead
-  of becoming a generic "any object" detector (SPEC section 7).
-- ``contrastive`` (stage 1): matched query features of the same target box under two views are pulled
-  together; provided by the training engine when enabled.
+Optional training-only terms, on the outputs of the model's training-only heads (:mod:`.heads`):
+- ``identity``: cross-entropy of the base-class logits of the query embedding, of the decoder outputs
+  matched to the query's boxes, and of every labelled target box.
+- ``contrastive`` (stage 1): InfoNCE between each episode's first matched object and its query embedding.
+
+The criterion owns no parameters: everything learned is in the model.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import generalized_box_iou, roi_align, sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
 
-from .backbone import STRIDE
 from .box_ops import cxcywh_to_xyxy
 from .ia_detr import DetectorOutput
 from .matcher import HungarianMatcher
@@ -34,10 +32,7 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         one2many_repeats: int = 6,
         one2many_weight: float = 1.0,
-        identity_classes: int = 0,
-        hidden_dim: int = 256,
         identity_weight: float = 1.0,
-        contrastive_dim: int = 0,
         contrastive_weight: float = 2.0,
         contrastive_temperature: float = 0.5,
     ) -> None:
@@ -47,10 +42,7 @@ class SetCriterion(nn.Module):
         self.alpha, self.gamma = focal_alpha, focal_gamma
         self.one2many_repeats, self.one2many_weight = one2many_repeats, one2many_weight
         self.identity_weight = identity_weight
-        self.identity_head = nn.Linear(hidden_dim, identity_classes) if identity_classes else None
         self.contrastive_weight, self.temperature = contrastive_weight, contrastive_temperature
-        self.project_box = nn.Linear(hidden_dim, contrastive_dim) if contrastive_dim else None
-        self.project_query = nn.Linear(hidden_dim, contrastive_dim) if contrastive_dim else None
 
     def set_loss(
         self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[torch.Tensor], num_boxes: float
@@ -102,76 +94,56 @@ class SetCriterion(nn.Module):
             count = num_boxes * self.one2many_repeats
             for i, (logits, pred) in enumerate(outputs.one2many):
                 add(f"_one2many{i}", self.set_loss(logits, pred, repeated, count)[0], self.one2many_weight)
-        if self.identity_head is not None:
+        if outputs.identity is not None:
             for name, value in self.identity_losses(outputs, targets, indices).items():
                 losses[f"identity_{name}"] = self.identity_weight * value
-        if self.project_box is not None:
+        if outputs.contrastive is not None:
             losses["contrastive"] = self.contrastive_weight * self.contrastive_loss(outputs, indices)
         losses["loss"] = sum(losses.values())
         return losses
 
     def identity_losses(self, outputs: DetectorOutput, targets: list[dict], indices: list) -> dict[str, torch.Tensor]:
         """Unweighted identity cross-entropies: ``query`` (pooled query image), ``matched`` (decoder outputs
-        matched to the query's boxes), ``boxes`` (every labelled target box). None in stage 1, whose episodes
-        (query cropped from the target, ``query_label`` -1) have no class."""
-        labels = torch.stack([t["query_label"] for t in targets]).to(outputs.logits.device)
+        matched to the query's boxes), ``boxes`` (every target box with a class). Episodes whose query has no
+        class (``query_label`` -1, stage 1) add no ``query`` or ``matched`` term."""
+        identity = outputs.identity
+        labels = torch.stack([t["query_label"] for t in targets]).to(identity.query.device)
+        terms: dict[str, torch.Tensor] = {}
         known = labels >= 0
-        if not bool(known.any()):
-            return {}
-        self.check_labels(labels)
-        terms = {"query": F.cross_entropy(self.identity_head(outputs.query_embedding[known]), labels[known])}
-        matched = [
-            outputs.hidden[b, rows.to(labels.device)] if known[b] else outputs.hidden[b, :0]
-            for b, (rows, _) in enumerate(indices)
-        ]
-        matched_labels = torch.cat([labels[b].repeat(len(m)) for b, m in enumerate(matched)])
-        if len(matched_labels):
-            terms["matched"] = F.cross_entropy(self.identity_head(torch.cat(matched)), matched_labels)
-        if outputs.target_features is not None:
-            terms["boxes"] = self.target_box_identity_loss(outputs, targets)
+        if bool(known.any()):
+            check_labels(labels, identity.query.shape[-1])
+            terms["query"] = F.cross_entropy(identity.query[known], labels[known])
+            rows = [(b, r.to(labels.device)) for b, (r, _) in enumerate(indices) if known[b] and len(r)]
+            if rows:
+                matched = torch.cat([identity.objects[b, r] for b, r in rows])
+                matched_labels = torch.cat([labels[b].repeat(len(r)) for b, r in rows])
+                terms["matched"] = F.cross_entropy(matched, matched_labels)
+        if identity.boxes is not None:
+            box_labels = torch.cat([t["class_labels"] for t in targets]).to(identity.boxes.device)
+            if len(box_labels):
+                check_labels(box_labels, identity.boxes.shape[-1])
+                terms["boxes"] = F.cross_entropy(identity.boxes, box_labels)
+            else:
+                terms["boxes"] = identity.boxes.sum() * 0.0
         return terms
 
-    def check_labels(self, labels: torch.Tensor) -> None:
-        """Category ids must fit the identity head: an error naming ``model.identity_classes`` otherwise."""
-        classes = self.identity_head.out_features
-        if len(labels) and int(labels.max()) >= classes:
-            raise ValueError(
-                f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, it is {classes}"
-            )
-
-    def target_box_identity_loss(self, outputs: DetectorOutput, targets: list[dict]) -> torch.Tensor:
-        """Cross-entropy of the target features max-pooled (RoIAlign 3x3) in every box with a class label.
-
-        Every labelled box of a target counts, not only the query's class: several times more identity
-        samples per episode than the query alone, and the target features learn the same class space as the
-        query embedding.
-        """
-        features = outputs.target_features
-        rois, labels = [], []
-        for b, target in enumerate(targets):
-            keep = target["all_labels"] >= 0  # stage 1's self-query box has no class
-            boxes = target["all_boxes"][keep].to(features)
-            if not len(boxes):
-                continue
-            height, width = outputs.image_sizes[b].to(features)
-            xyxy = cxcywh_to_xyxy(boxes) * torch.stack([width, height, width, height])
-            rois.append(torch.cat([xyxy.new_full((len(xyxy), 1), float(b)), xyxy], 1))
-            labels.append(target["all_labels"][keep].to(features.device))
-        if not rois:
-            return features.sum() * 0.0
-        labels = torch.cat(labels)
-        self.check_labels(labels)
-        pooled = roi_align(features.float(), torch.cat(rois), 3, spatial_scale=1.0 / STRIDE, aligned=True)
-        return F.cross_entropy(self.identity_head(pooled.amax(dim=(2, 3)).to(features.dtype)), labels)
-
     def contrastive_loss(self, outputs: DetectorOutput, indices: list) -> torch.Tensor:
-        """InfoNCE between each episode's first matched decoder output and the pooled query-image features,
-        the other episodes of the batch being negatives (stage 1: 128-d projections, temperature 0.5)."""
+        """InfoNCE between each episode's first matched object projection and its query projection, the other
+        episodes of the batch being negatives (stage 1: 128-d projections, temperature 0.5)."""
+        projected = outputs.contrastive
         rows = [(b, int(r[0])) for b, (r, _) in enumerate(indices) if len(r)]
         if len(rows) < 2:
-            return outputs.query_embedding.sum() * 0.0
-        batch = torch.tensor([b for b, _ in rows], device=outputs.hidden.device)
-        boxes = F.normalize(self.project_box(outputs.hidden[batch, torch.tensor([q for _, q in rows])]), dim=-1)
-        queries = F.normalize(self.project_query(outputs.query_embedding[batch]), dim=-1)
-        logits = boxes @ queries.T / self.temperature
+            return projected.query.sum() * 0.0
+        batch = torch.tensor([b for b, _ in rows], device=projected.query.device)
+        objects = F.normalize(projected.objects[batch, torch.tensor([q for _, q in rows])], dim=-1)
+        queries = F.normalize(projected.query[batch], dim=-1)
+        logits = objects @ queries.T / self.temperature
         return F.cross_entropy(logits, torch.arange(len(rows), device=logits.device))
+
+
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Category ids must fit the identity head: an error naming ``model.identity_classes`` otherwise."""
+    if len(labels) and int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"category id {int(labels.max())} needs model.identity_classes > {int(labels.max())}, it is {num_classes}"
+        )

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .box_ops import inverse_sigmoid
+from .layers import MLP
 from .position_encoding import BoxPositionEmbedding
-from .proposals import MLP
 
 
 class DecoderLayer(nn.Module):

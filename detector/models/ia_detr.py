@@ -1,8 +1,8 @@
 """IA-DETR: the one-shot detector.
 
 Target and query image share one padded grid and one backbone. There is no transformer encoder. Object
-queries (content: a learned embedding plus the target feature at the query's proposal cell,
-``q_i = m_i + y_pi(i)``; position: sine embedding of the top-k proposal boxes scored from the target
+queries (content: a learned embedding, plus, with ``content_proj``, the target feature at the query's
+proposal cell, ``q_i = m_i + y_pi(i)``; position: sine embedding of the top-k proposal boxes scored from the target
 features) are decoded by layers whose fusion block reads keys from the query-image features and values
 from the target features (Indirect Attention), cell ``j`` of both being the same grid cell. A cell is
 masked only where both images are padding. Each query predicts one logit, "matches the query", and a box.
@@ -21,6 +21,7 @@ from torch import nn
 
 from .backbone import Backbone
 from .decoder import Decoder
+from .heads import ContentProjection, ContrastiveHead, ContrastiveOutput, IdentityHead, IdentityOutput, SimilarityLogit
 from .position_encoding import sine_grid_embedding
 from .proposals import ProposalHead, select_top_k
 
@@ -36,8 +37,7 @@ class DetectorOutput:
         one2many: every layer's ``(logits, boxes)`` of the one-to-many queries (training only).
         hidden: final-layer one-to-one query features ``(B, Nq, d)``.
         query_embedding: max-pooled query-image features ``(B, d)``.
-        target_features: target-image features ``(B, d, h, w)`` (stride 16; padding zeroed), and
-        image_sizes: each target's unpadded ``(height, width)``, for training-only terms on target boxes.
+        identity, contrastive: outputs of the training-only heads, when the model has them and is training.
     """
 
     logits: torch.Tensor
@@ -47,27 +47,16 @@ class DetectorOutput:
     one2many: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     hidden: torch.Tensor | None = None
     query_embedding: torch.Tensor | None = None
-    target_features: torch.Tensor | None = None
-    image_sizes: torch.Tensor | None = None
-
-
-class SimilarityLogit(nn.Module):
-    """``scale_l * cos(A h, B e)`` between each object's layer-``l`` decoder features ``h`` and the pooled
-    query embedding ``e``: an explicit "same class as the query?" term added to the class logit."""
-
-    def __init__(self, dim: int, num_layers: int, init_scale: float = 5.0) -> None:
-        super().__init__()
-        self.object_proj, self.query_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.scale = nn.Parameter(torch.full((num_layers,), init_scale))
-
-    def forward(self, hidden: torch.Tensor, query_embedding: torch.Tensor) -> torch.Tensor:
-        """``hidden (L, B, N, d)``, ``query_embedding (B, d)`` -> ``(L, B, N)``."""
-        objects = F.normalize(self.object_proj(hidden), dim=-1)
-        query = F.normalize(self.query_proj(query_embedding), dim=-1)
-        return (objects * query[None, :, None]).sum(-1) * self.scale[:, None, None]
+    identity: IdentityOutput | None = None
+    contrastive: ContrastiveOutput | None = None
 
 
 class IADETR(nn.Module):
+    """The detector, composed from its parts; the optional heads are modules or ``None`` (off):
+    ``content_proj`` (:class:`ContentProjection`), ``similarity`` (:class:`SimilarityLogit`), and the
+    training-only ``identity_head`` (:class:`IdentityHead`) and ``contrastive_head`` (:class:`ContrastiveHead`).
+    """
+
     def __init__(
         self,
         backbone: Backbone,
@@ -77,8 +66,10 @@ class IADETR(nn.Module):
         num_queries: int,
         num_queries_one2many: int = 0,
         query_extent: int = 300,
-        content_from_target: bool = True,
-        match_similarity: bool = False,
+        content_proj: ContentProjection | None = None,
+        similarity: SimilarityLogit | None = None,
+        identity_head: IdentityHead | None = None,
+        contrastive_head: ContrastiveHead | None = None,
     ) -> None:
         super().__init__()
         self.query_extent = query_extent  # longest side of a query patch (data.query_size)
@@ -86,12 +77,11 @@ class IADETR(nn.Module):
         self.hidden_dim = hidden_dim
         self.num_queries, self.num_queries_one2many = num_queries, num_queries_one2many
         self.query_content = nn.Embedding(num_queries + num_queries_one2many, hidden_dim)
-        # q_i = m_i + y_pi(i): the target feature at the proposal cell, normalised and projected
-        self.content_proj = (
-            nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim)) if content_from_target else None
-        )
+        self.content_proj = content_proj
         self.class_heads = nn.ModuleList(nn.Linear(hidden_dim, 1) for _ in decoder.layers)
-        self.similarity = SimilarityLogit(hidden_dim, len(decoder.layers)) if match_similarity else None
+        self.similarity = similarity
+        # registered last, in this order: the parameter order of checkpoints from before the heads moved here
+        self.identity_head, self.contrastive_head = identity_head, contrastive_head
         prior = -4.595  # sigmoid(prior) = 0.01, the focal-loss prior
         for head in self.class_heads:
             nn.init.constant_(head.bias, prior)
@@ -138,11 +128,14 @@ class IADETR(nn.Module):
         query_images: torch.Tensor,
         query_masks: torch.Tensor,
         image_sizes: torch.Tensor,
+        class_boxes: list[torch.Tensor] | None = None,
     ) -> DetectorOutput:
         """Args:
             target_images ``(B, 3, H, W)``, target_masks ``(B, H, W)`` (``True`` = padding);
             query_images ``(B, 3, H, W)`` or ``(B, k, 3, H, W)`` on the same grid, query_masks likewise;
-            image_sizes ``(B, 2)``: each target's unpadded ``(height, width)`` in pixels.
+            image_sizes ``(B, 2)``: each target's unpadded ``(height, width)`` in pixels;
+            class_boxes: training only, for the identity head: per target the ``cxcywh`` boxes (normalised)
+            whose class is known.
 
         Features of padding cells are zero in both images; a cell is masked for attention only where
         both images are padding.
@@ -179,6 +172,12 @@ class IADETR(nn.Module):
         if self.similarity is not None:
             logits = logits + self.similarity(out.hidden, query_embedding)
         nq = self.num_queries
+        hidden = out.hidden[-1, :, :nq]
+        identity = contrastive = None
+        if self.training and self.identity_head is not None:
+            identity = self.identity_head(query_embedding, hidden, target_feats, class_boxes, image_sizes)
+        if self.training and self.contrastive_head is not None:
+            contrastive = self.contrastive_head(hidden, query_embedding)
         layers = list(zip(logits[:, :, :nq], out.boxes[:, :, :nq]))
         return DetectorOutput(
             logits=layers[-1][0],
@@ -186,10 +185,10 @@ class IADETR(nn.Module):
             aux=layers[:-1],
             proposals=(proposal_logits, proposal_boxes),
             one2many=list(zip(logits[:, :, nq:], out.boxes[:, :, nq:])) if n_o2m else [],
-            hidden=out.hidden[-1, :, :nq],
+            hidden=hidden,
             query_embedding=query_embedding,
-            target_features=target_feats,
-            image_sizes=image_sizes,
+            identity=identity,
+            contrastive=contrastive,
         )
 
     def _group_mask(self, device: torch.device) -> torch.Tensor:

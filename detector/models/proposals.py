@@ -8,21 +8,11 @@ proposals are trained class-agnostically on every box visible in training.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import nn
 
 from .box_ops import inverse_sigmoid
-
-
-class MLP(nn.Sequential):
-    def __init__(self, inputs: int, hidden: int, outputs: int, layers: int) -> None:
-        dims = [inputs] + [hidden] * (layers - 1)
-        modules: list[nn.Module] = []
-        for a, b in itertools.pairwise(dims):
-            modules += [nn.Linear(a, b), nn.ReLU(inplace=True)]
-        super().__init__(*modules, nn.Linear(dims[-1], outputs))
+from .layers import MLP
 
 
 class ProposalHead(nn.Module):

@@ -1,14 +1,19 @@
 import logging
 import shutil
+from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from detector.config import DataConfig
 from detector.data.catalog import load_dataset, split_for
 from detector.data.checker import check_coco
-from detector.data.dataset import EpisodeDataset, collate
-from detector.data.episodes import EpochEpisodes, TrainEpisodeSampler
-from detector.data.query_pool import QueryPool
+from detector.data.dataset import EpisodeDataset, OneShotTargets, SelfQueryTargets, SkipUnreadable, collate
+from detector.data.episodes import Episode, EpochEpisodes, TrainEpisodeSampler
+from detector.data.images import ImageReadError
+from detector.data.query_pool import QueryPool, QueryRecord
+from detector.data.records import ImageRecord
 from detector.data.splits import seen_only
 from detector.data.transforms import QueryTransform, TargetTransform
 
@@ -43,22 +48,47 @@ def test_batches_from_episodes(synthetic_root, tmp_path):
     for target, meta in zip(batch.targets, batch.meta):
         assert len(target["boxes"]) >= 1  # the query class is present in the target
         assert ((target["boxes"] >= 0) & (target["boxes"] <= 1)).all()
-        assert (target["all_labels"] == meta["category_id"]).sum() == len(target["boxes"])
+        assert (target["class_labels"] == meta["category_id"]).sum() == len(target["boxes"])
+        assert len(target["class_boxes"]) == len(target["all_boxes"])  # stage 2: every box has its class
     again = _dataset(_linked_root(synthetic_root, tmp_path / "b"))
     assert torch.equal(again[1].target_image, dataset[1].target_image)
     assert torch.equal(again[1].query_image, dataset[1].query_image)
 
 
-def test_bad_image_skipped_with_warning(synthetic_root, tmp_path, caplog):
+def test_bad_image_raises_naming_the_file_and_training_skips_it(synthetic_root, tmp_path, caplog):
     root = _linked_root(synthetic_root, tmp_path)
     dataset = _dataset(root)
     episode = dataset.episodes[0]
-    dataset.data.images[episode.image_index].path.write_bytes(b"garbage")
+    path = dataset.data.images[episode.image_index].path
+    path.write_bytes(b"garbage")
+    with pytest.raises(ImageReadError, match=path.name):
+        dataset[0]
+    training = SkipUnreadable(dataset)
     with caplog.at_level(logging.WARNING):
-        sample = dataset[0]
+        sample = training[0]
     assert sample.meta["image_id"] != dataset.data.images[episode.image_index].image_id
-    assert dataset.skipped == 1
+    assert sample.meta["episode"] == 1  # the next episode stands in, and says so
+    assert training.skipped == 1
     assert "not a decodable image" in caplog.text
+
+
+def test_stage1_targets_make_the_crop_the_one_positive():
+    record = ImageRecord(
+        7,
+        Path("t.jpg"),
+        200,
+        100,
+        np.array([[10, 10, 50, 50], [60, 20, 90, 80]], np.float32),
+        np.array([3, 5]),
+        np.array([False, True]),  # the second box is ignored (crowd)
+    )
+    query = QueryRecord(None, 7, Path("t.jpg"), (100.0, 20.0, 140.0, 60.0))
+    boxes = SelfQueryTargets()(record, Episode(0, None, query))
+    np.testing.assert_array_equal(boxes.boxes, [[10, 10, 50, 50], [100, 20, 140, 60]])
+    np.testing.assert_array_equal(boxes.labels, [3, -1])
+    np.testing.assert_array_equal(boxes.positive, [False, True])
+    stage2 = OneShotTargets()(record, Episode(0, 3, query))
+    np.testing.assert_array_equal(stage2.positive, [True])
 
 
 def test_checker_reports_problems(synthetic_root, tmp_path):

@@ -60,27 +60,31 @@ def test_class_weighting_is_inverse_frequency(synthetic_root):
     assert abs(picks.count(rare) / len(picks) - expected) < 0.08
 
 
-def test_evaluation_episodes_follow_image_id_seeding(synthetic_root):
+def test_evaluation_queries_are_a_per_image_shuffle_of_the_pool(synthetic_root):
     data = load_coco(synthetic_root / "annotations" / "test.json", synthetic_root / "test")
     pool = QueryPool.from_data(data, min_size=8)
     class_ids = {c.id for c in data.categories}
     repeats = evaluation_episodes(data, pool, class_ids, repeats=3)
     assert len(repeats) == 3 and len(repeats[0]) > 0
-    for episode in repeats[1]:
-        image_id = data.images[episode.image_index].image_id
-        candidates = [q for q in pool.for_class(episode.category_id) if q.image_id != image_id]
-        order = np.random.RandomState(image_id).permutation(len(candidates))
-        assert episode.query == candidates[order[1 % len(candidates)]]
-        assert episode.present
-    # repeats use different exemplars where the pool allows it
-    checked = 0
-    for a, b in zip(repeats[0], repeats[1]):
-        image_id = data.images[a.image_index].image_id
-        if len([q for q in pool.for_class(a.category_id) if q.image_id != image_id]) >= 2:
-            assert a.query != b.query
-            checked += 1
-    assert checked > 0
-    # rebuilt from scratch, the same episodes
+    orders = set()
+    for record in data.images:
+        for category in sorted(record.classes()):
+            others = [q for q in pool.for_class(category) if q.image_id != record.image_id]
+            if len(others) < 4:
+                continue
+            queries = evaluation_queries(pool, category, record.image_id, len(others))
+            # every exemplar of other images exactly once: a permutation of the pool without the image's own
+            assert sorted(map(id, queries)) == sorted(map(id, others))
+            orders.add(tuple(others.index(q) for q in queries[:4]))
+            # the choice depends on the image alone, not on which other images are evaluated
+            assert evaluation_queries(pool, category, record.image_id, 2) == queries[:2]
+    assert len(orders) > 1  # images shuffle differently
+    # each repeat's episode uses that repeat's query; rebuilt from scratch, the same episodes
+    for r, episodes in enumerate(repeats):
+        for episode in episodes[:20]:
+            image_id = data.images[episode.image_index].image_id
+            assert episode.query == evaluation_queries(pool, episode.category_id, image_id, 3)[r]
+            assert episode.present
     assert evaluation_episodes(data, pool, class_ids, repeats=3) == repeats
 
 
@@ -106,7 +110,7 @@ def test_evaluation_queries_cycle_short_pools(synthetic_root):
 
 
 def test_self_query_episodes_crop_the_target(synthetic_root):
-    from detector.data.episodes import SELF_QUERY, SelfQueryEpisodes
+    from detector.data.episodes import SelfQueryEpisodes
 
     train, _, _, _ = _train(synthetic_root)
     sampler = SelfQueryEpisodes(train, seed=3)
@@ -114,7 +118,7 @@ def test_self_query_episodes_crop_the_target(synthetic_root):
         episode = sampler.episode(0, index)
         record = train.images[episode.image_index]
         x1, y1, x2, y2 = episode.query.box
-        assert episode.category_id == SELF_QUERY and episode.query.image_id == record.image_id
+        assert episode.category_id is None and episode.query.image_id == record.image_id
         assert 0 <= x1 < x2 <= record.width and 0 <= y1 < y2 <= record.height
         assert min(x2 - x1, y2 - y1) >= 0.05 * min(record.width, record.height)
     assert sampler.episode(1, 2) == SelfQueryEpisodes(train, seed=3).episode(1, 2)

@@ -4,7 +4,7 @@ import pytest
 
 from detector.cli.splits import main as splits_main
 from detector.data.splits import COCO_CLASSES, coco_split, explicit_split, index_rule_split, voc_split
-from detector.data.synthetic import CLASSES
+from detector.synthetic.benchmark import CLASSES
 
 # SPEC.md section 4, split 1, as published.
 COCO_SPLIT1_UNSEEN = [

@@ -7,8 +7,8 @@ from pycocotools.coco import COCO
 
 from detector.config import DataConfig
 from detector.data.catalog import load_dataset, split_for
-from detector.data.sprites import CLASSES, SPRITE_CLASSES, SPRITES, draw_sprite, sprite_masks
-from detector.data.synthetic import SIZES, BenchmarkSize, generate, render_image
+from detector.synthetic.benchmark import SIZES, BenchmarkSize, generate, render_image
+from detector.synthetic.sprites import CLASSES, SPRITE_CLASSES, SPRITES, draw_sprite, sprite_masks
 
 TINY = BenchmarkSize(train_images=24, test_images=12)
 

@@ -2,7 +2,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detector.data.coco import load_coco
-from detector.data.synthetic import CLASSES, SIZES, render_image, render_object
+from detector.synthetic.benchmark import CLASSES, SIZES, render_image, render_object
 
 
 def test_benchmark_loads_in_pycocotools(synthetic_root):

@@ -1,6 +1,6 @@
 """A second generated one-shot data set, for checking that a recipe is not tuned to the embedded benchmark.
 
-The embedded benchmark (:mod:`detector.data.synthetic`) draws glyphs and geometric shapes. This family
+The embedded benchmark (:mod:`detector.synthetic.benchmark`) draws glyphs and geometric shapes. This family
 draws *sprites*: 36 classes of made-up objects, each defined by a body outline (a closed curve with a
 class-specific dominant symmetry and two lesser harmonics), a layout of one to three parts (ellipses
 either cut out of the body or painted on it) and a surface pattern (plain, stripes at a class-specific
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .synthetic import Family, scale_and_rotate
+from .benchmark import Family, scale_and_rotate
 
 NUM_CLASSES = 36
 CLASSES = tuple(f"sprite {i + 1:02d}" for i in range(NUM_CLASSES))

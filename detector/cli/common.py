@@ -1,0 +1,49 @@
+"""What every command shares: one way to turn errors into messages and exit statuses.
+
+A command is written as ``run(argv) -> result`` and decorated with :func:`command`, which gives ``main``:
+
+- from Python (``main([...])``, as the tests call it): returns ``run``'s result and raises its errors;
+- from the command line (``main()``, as the console scripts and ``tools/*.py`` call it): returns the exit
+  status, 0 on success, 1 when ``failed(result)`` says the work itself failed, 2 on a usage or input error,
+  which is printed as one line naming the problem instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..config import ConfigError
+from ..data.images import ImageReadError
+from ..engine import distributed
+from ..engine.checkpoint import CheckpointError
+from ..models.backbone import WeightsError
+
+USER_ERRORS = (ConfigError, CheckpointError, ImageReadError, WeightsError, FileNotFoundError, ValueError)
+
+
+def command(
+    failed: Callable[[Any], bool] | None = None,
+) -> Callable[[Callable[[list[str] | None], Any]], Callable[..., Any]]:
+    def decorate(run: Callable[[list[str] | None], Any]) -> Callable[..., Any]:
+        @functools.wraps(run)
+        def main(argv: list[str] | None = None) -> Any:
+            if argv is not None:
+                try:
+                    return run(argv)
+                finally:
+                    distributed.cleanup()
+            try:
+                result = run(None)
+            except USER_ERRORS as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            finally:
+                distributed.cleanup()
+            return 1 if failed is not None and failed(result) else 0
+
+        return main
+
+    return decorate

@@ -1,0 +1,146 @@
+"""The step loop: ``train_one_epoch(model, criterion, loader, optimizer, ...)`` with explicit arguments.
+
+One call runs the batches of one loader (an epoch, or its rest after a resume), counting optimizer steps in
+``position`` and calling each hook after every optimizer step; a hook that returns True stops the loop.
+Mixed precision (CUDA autocast), gradient accumulation and clipping, EMA, and the non-finite loss guard live
+here; what the hooks do (log, checkpoint, evaluate, stop at a time limit) is in :mod:`.hooks`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.dataset import Batch
+from ..models.criterion import SetCriterion
+from . import distributed
+from .checkpoint import save_checkpoint
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer ``step``, ``epoch``, and the next ``batch`` of the epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+@dataclass
+class StepReport:
+    """What a hook sees after an optimizer step."""
+
+    position: Position
+    losses: dict[str, torch.Tensor]
+    lr: float
+    images_per_s: float
+    extra: dict = field(default_factory=dict)
+
+
+Hook = Callable[[StepReport], bool | None]
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``: None (full precision) off CUDA."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def compute_losses(
+    model: nn.Module, criterion: SetCriterion, batch: Batch, num_boxes: float | None = None
+) -> dict[str, torch.Tensor]:
+    """Forward ``batch`` through ``model`` (training mode) and score it with ``criterion``."""
+    outputs = model(
+        batch.target_images,
+        batch.target_masks,
+        batch.query_images,
+        batch.query_masks,
+        batch.image_sizes(),
+        class_boxes=[t["class_boxes"] for t in batch.targets],
+    )
+    return criterion(outputs, batch.targets, num_boxes)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: SetCriterion,
+    loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    position: Position,
+    max_steps: int,
+    amp_dtype: torch.dtype | None = None,
+    grad_accum: int = 1,
+    clip_grad_norm: float = 0.0,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
+    hooks: Sequence[Hook] = (),
+    failure_dir: Path | None = None,
+) -> bool:
+    """Train on ``loader`` until it ends (returns False) or ``max_steps`` is reached or a hook stops the run
+    (returns True). ``model`` may be wrapped in DistributedDataParallel; EMA averages the unwrapped model."""
+    plain = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    start, images, micro = time.perf_counter(), 0, 0
+    for batch in loader:
+        batch = batch.to(device)
+        local_boxes = sum(len(t["boxes"]) for t in batch.targets)
+        num_boxes = max(distributed.all_reduce_mean(float(local_boxes), device), 1.0)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            losses = compute_losses(model, criterion, batch, num_boxes)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            stop_non_finite(position, losses, batch, plain, failure_dir)
+        scaler.scale(loss / grad_accum).backward()
+        micro += 1
+        position.batch += 1
+        images += len(batch) * distributed.world_size()
+        if micro % grad_accum:
+            continue
+        if clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(plain.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(plain)
+        position.step += 1
+        report = StepReport(
+            position, losses, optimizer.param_groups[-1]["lr"], images / max(time.perf_counter() - start, 1e-9)
+        )
+        stop = False
+        for hook in hooks:
+            stop = bool(hook(report)) or stop
+        if stop or position.step >= max_steps:
+            return True
+    return False
+
+
+def stop_non_finite(position: Position, losses: dict, batch: Batch, model: nn.Module, failure_dir: Path | None) -> None:
+    """Raise FloatingPointError naming the step and the non-finite terms; with ``failure_dir``, the weights
+    before the step and the batch's image ids are saved there first, for a look at what went wrong."""
+    terms = {k: float(v) for k, v in losses.items()}
+    bad = [k for k, v in terms.items() if not math.isfinite(v)]
+    where = ""
+    if failure_dir is not None and distributed.is_main():
+        path = failure_dir / f"nonfinite_step{position.step:07d}.pth"
+        meta = [{k: v for k, v in m.items() if isinstance(v, int | float | bool)} for m in batch.meta]
+        save_checkpoint({"model": model.state_dict(), "config": {}, "losses": terms, "batch_meta": meta}, path)
+        where = f" The weights before this step and the batch's image ids are in {path}; the last good checkpoint is "
+        where += f"{failure_dir}/last.pth."
+    raise FloatingPointError(
+        f"non-finite loss at step {position.step} (terms {bad}; all terms: {terms}).{where} "
+        f"Lower train.lr or check the batch's boxes."
+    )

@@ -1,0 +1,63 @@
+"""The criterion: pure losses (no parameters), near zero on perfect predictions, identity terms by hand."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import tiny_detector
+
+from detector.models.heads import IdentityHead, IdentityOutput
+from detector.models.ia_detr import DetectorOutput
+
+
+def test_criterion_near_zero_on_perfect_predictions():
+    _, criterion, _ = tiny_detector("model.identity_classes=0")
+    gt = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.1, 0.2]])
+    boxes = torch.cat([gt, torch.rand(8, 4) * 0.1 + 0.45])[None]
+    logits = torch.full((1, 10), -20.0)
+    logits[0, :2] = 20.0
+    targets = [{"boxes": gt, "all_boxes": gt, "query_label": torch.tensor(1)}]
+    perfect = criterion(DetectorOutput(logits, boxes), targets)["loss"]
+    assert perfect < 1e-3
+    worse = criterion(DetectorOutput(logits, boxes + 0.05), targets)["loss"]
+    flipped = logits.clone()
+    flipped[0, :2] = -20.0
+    wrong_class = criterion(DetectorOutput(flipped, boxes), targets)["loss"]
+    assert worse > 0.3 and wrong_class > 1.0
+
+
+def test_criterion_owns_no_parameters():
+    model, criterion, _ = tiny_detector("model.identity_classes=8", "loss.contrastive_dim=16")
+    assert list(criterion.parameters()) == [] and list(criterion.buffers()) == []
+    assert model.identity_head is not None and model.contrastive_head is not None
+
+
+def test_identity_terms_are_cross_entropies_of_the_heads_logits():
+    _, criterion, _ = tiny_detector("model.identity_classes=0")
+    torch.manual_seed(0)
+    identity = IdentityOutput(query=torch.randn(2, 6), objects=torch.randn(2, 4, 6), boxes=torch.randn(3, 6))
+    out = DetectorOutput(torch.zeros(2, 4), torch.rand(2, 4, 4) * 0.2 + 0.4, identity=identity)
+    targets = [
+        {"boxes": torch.zeros(0, 4), "class_labels": torch.tensor([1, 4]), "query_label": torch.tensor(2)},
+        {"boxes": torch.zeros(0, 4), "class_labels": torch.tensor([5]), "query_label": torch.tensor(-1)},
+    ]
+    terms = criterion.identity_losses(
+        out, targets, [(torch.tensor([1, 3]), torch.tensor([0, 1])), (torch.tensor([0]), torch.tensor([0]))]
+    )
+    # only episode 0 has a class: its query logits, and its matched objects 1 and 3
+    torch.testing.assert_close(terms["query"], F.cross_entropy(identity.query[:1], torch.tensor([2])))
+    torch.testing.assert_close(terms["matched"], F.cross_entropy(identity.objects[0, [1, 3]], torch.tensor([2, 2])))
+    torch.testing.assert_close(terms["boxes"], F.cross_entropy(identity.boxes, torch.tensor([1, 4, 5])))
+    targets[0]["class_labels"] = torch.tensor([1, 99])
+    with pytest.raises(ValueError, match="identity_classes"):
+        criterion.identity_losses(out, targets, [(torch.tensor([1]), torch.tensor([0]))] * 2)
+
+
+def test_identity_head_pools_the_box_feature():
+    head = IdentityHead(dim=64, num_classes=9, stride=16)
+    torch.manual_seed(0)
+    c = torch.rand(64) + 0.5  # positive: bilinear samples mixing in the zero outside stay below it
+    features = torch.zeros(1, 64, 8, 8)
+    features[0, :, 2:5, 1:4] = c[:, None, None]  # cells y 2..4, x 1..3 = pixels y 32..80, x 16..64
+    box = torch.tensor([[40.0 / 128, 56.0 / 128, 48.0 / 128, 48.0 / 128]])  # those 3x3 cells, cxcywh
+    out = head(torch.zeros(1, 64), torch.zeros(1, 10, 64), features, [box], torch.tensor([[128, 128]]))
+    torch.testing.assert_close(out.boxes, head.classifier(c[None]))

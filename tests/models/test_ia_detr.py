@@ -1,0 +1,112 @@
+"""The top model: shapes, gradients, padding invariance, k-shot, fusion blocks, query content, heads."""
+
+import pytest
+import torch
+from helpers import detector_batch, tiny_detector
+
+from detector.attention import DoubleCrossAttention, IndirectAttention, MisalignedAttention
+
+
+@pytest.mark.parametrize("one2many", [0, 8])
+def test_forward_backward_with_padding(one2many):
+    model, criterion, _ = tiny_detector(f"model.num_queries_one2many={one2many}")
+    inputs, targets = detector_batch()
+    model.train()
+    out = model(*inputs)
+    assert out.logits.shape == (2, 10) and out.boxes.shape == (2, 10, 4)
+    assert len(out.aux) == 1 and len(out.one2many) == (2 if one2many else 0)
+    losses = criterion(out, targets)
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trainable)
+    assert all(torch.isfinite(p.grad).all() for p in trainable)
+    model.eval()
+    assert model(*inputs).one2many == []  # one-to-many queries are for training only
+
+
+def test_padding_does_not_change_predictions():
+    model, _, _ = tiny_detector()
+    model.eval()
+    inputs, _ = detector_batch()
+    target, target_masks, query_images, query_masks, sizes = inputs
+    small = model(target[1:, :, :, :], target_masks[1:], query_images[1:], query_masks[1:], sizes[1:])
+    # pad the grid further (bottom/right): the result for the same image must not move
+    pad = lambda x, v=0: torch.nn.functional.pad(x, (0, 32, 0, 32), value=v)  # noqa: E731
+    big = model(
+        pad(target[1:]),
+        pad(target_masks[1:], True),
+        pad(query_images[1:]),
+        pad(query_masks[1:], True),
+        sizes[1:],
+    )
+    torch.testing.assert_close(small.logits, big.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(small.boxes, big.boxes, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "fusion,cls",
+    [("indirect", IndirectAttention), ("cross", DoubleCrossAttention), ("misaligned", MisalignedAttention)],
+)
+def test_fusion_blocks_swap_by_config(fusion, cls):
+    model, criterion, _ = tiny_detector(f"model.fusion={fusion}")
+    assert all(isinstance(layer.fusion, cls) for layer in model.decoder.layers)
+    inputs, targets = detector_batch()
+    criterion(model(*inputs), targets)["loss"].backward()
+
+
+def test_k_shot_with_copies_equals_one_shot():
+    model, _, _ = tiny_detector()
+    model.eval()
+    inputs, _ = detector_batch()
+    target, target_masks, query_images, query_masks, sizes = inputs
+    one = model(*inputs)
+    three = model(
+        target,
+        target_masks,
+        query_images[:, None].repeat(1, 3, 1, 1, 1),
+        query_masks[:, None].repeat(1, 3, 1, 1),
+        sizes,
+    )
+    torch.testing.assert_close(one.logits, three.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(one.boxes, three.boxes, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_fusion_names_choices():
+    with pytest.raises(ValueError, match="choose one of indirect, cross, misaligned"):
+        tiny_detector("model.fusion=other")
+
+
+def test_query_content_is_embedding_plus_target_feature_at_proposal_cell():
+    model, _, _ = tiny_detector()
+    model.eval()
+    inputs, _ = detector_batch()
+    target, target_masks, *_rest, sizes = inputs
+    seen = {}
+    model.decoder.register_forward_pre_hook(lambda module, args: seen.update(queries=args[0]))
+    model(*inputs)
+    # independent recomputation: top-k cells of the proposal scores, their features, the projection
+    features, masks = model.backbone(target, target_masks)
+    seq = (features * ~masks[:, None]).flatten(2).transpose(1, 2)
+    logits, _ = model.proposal_head(seq, ~masks.flatten(1), features.shape[-2:], sizes)
+    for b in range(2):
+        cells = logits[b].topk(10).indices
+        expected = model.query_content.weight[:10] + model.content_proj(seq[b, cells])
+        torch.testing.assert_close(seen["queries"][b], expected, rtol=1e-5, atol=1e-5)
+    plain, _, _ = tiny_detector("model.content_from_target=false")
+    assert plain.content_proj is None
+
+
+def test_training_only_heads_run_in_training_and_are_off_in_inference():
+    model, criterion, _ = tiny_detector("model.identity_classes=8", "loss.contrastive_dim=16")
+    inputs, targets = detector_batch()
+    model.train()
+    out = model(*inputs, class_boxes=[t["class_boxes"] for t in targets])
+    assert out.identity.query.shape == (2, 8) and out.identity.objects.shape == (2, 10, 8)
+    assert out.identity.boxes.shape == (4, 8)  # 1 + 3 labelled boxes, image 0's first
+    assert out.contrastive.objects.shape == (2, 10, 16) and out.contrastive.query.shape == (2, 16)
+    losses = criterion(out, targets)
+    assert {"identity_query", "identity_matched", "identity_boxes", "contrastive"} <= set(losses)
+    model.eval()
+    inference = model(*inputs)
+    assert inference.identity is None and inference.contrastive is None
