@@ -89,10 +89,14 @@ def _infer_pair(out: Path, config: Config) -> Path:
     ground truth alone, before any prediction), with a query of that class from another image."""
     test = build_split_data(config.data, "test")
     unseen = sorted(test.data.category(n).id for n in test.split.unseen)
-    record, category = next(
-        (r, c) for r in test.data.images for c in unseen if int((r.labels == c).sum()) >= 2 and len(r.boxes) >= 3
+    record, category, query = next(
+        (r, c, q[0])
+        for r in test.data.images
+        for c in unseen
+        if int((r.labels == c).sum()) >= 2
+        and len(r.boxes) >= 3
+        and (q := evaluation_queries(test.pool, c, r.image_id, 1))
     )
-    query = evaluation_queries(test.pool, category, record.image_id, 1)[0]
     predictor = Predictor.from_checkpoint(out / "train" / "last.pth", device="cpu")
     result = predictor.predict(
         str(query.path), str(record.path), query_box=query.box, score_threshold=PICTURE_THRESHOLD
