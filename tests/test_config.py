@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.config import ConfigError, load_config
+from detector.config import ConfigError, load_config, save_config
 
 
 def test_inheritance_and_overrides(tmp_path):
@@ -27,12 +27,14 @@ def test_unknown_key_names_closest(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_every_shipped_config_loads():
+def test_every_shipped_config_loads_and_survives_the_saved_round_trip(tmp_path):
     root = Path(__file__).resolve().parents[1] / "configs"
     paths = sorted(root.rglob("*.yaml"))
     assert len(paths) >= 10
     for path in paths:
-        assert load_config(path).model.hidden_dim > 0, path
+        config = load_config(path)
+        save_config(config, tmp_path / "config.yaml")  # what a run writes beside its checkpoints
+        assert load_config(tmp_path / "config.yaml") == config, path
 
 
 def test_sprites_config_is_the_main_job_with_other_data():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# SPEC.md section 6 (AP50): COCO seen/unseen are averages over the four splits.
+# Published AP50 (the methods' papers): COCO seen/unseen are averages over the four splits.
 PAPER_ROWS = [
     ("CoAE", 40.9, 22.0, 55.1, 63.8),
     ("AIT", 47.5, 24.3, 67.2, 72.2),

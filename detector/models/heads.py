@@ -6,7 +6,7 @@
 - :class:`IdentityHead` (training only): classifies into the base (seen) classes the pooled query
   embedding, every decoder output, and the target features pooled in labelled target boxes. Labels exist in
   training; supervising class identity teaches the features to tell classes apart instead of becoming a
-  generic "any object" detector (SPEC section 7).
+  generic "any object" detector (see the README's recipe section).
 - :class:`ContrastiveHead` (training only, stage 1): projections of decoder outputs and of the pooled query
   embedding for a contrastive loss.
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_detector
+from model_helpers import tiny_detector
 
 from detector.models.heads import IdentityHead, IdentityOutput
 from detector.models.ia_detr import DetectorOutput

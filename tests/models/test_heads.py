@@ -1,7 +1,7 @@
 """The optional heads: the similarity logit by hand, and wired into the class logits."""
 
 import torch
-from helpers import detector_batch, tiny_detector
+from model_helpers import detector_batch, tiny_detector
 
 from detector.models.heads import SimilarityLogit
 
@@ -21,7 +21,7 @@ def test_similarity_logit_is_scaled_cosine_and_is_wired_into_the_class_logits():
     model.eval()
     inputs, _ = detector_batch()
     with_term = model(*inputs)
-    head, scale = model.similarity, float(model.similarity.scale[-1])
+    head, scale = model.similarity, float(model.similarity.scale[-1].detach())
     with torch.no_grad():
         head.scale.zero_()
         without = model(*inputs).logits

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import detector_batch, tiny_detector
+from model_helpers import detector_batch, tiny_detector
 
 from detector.attention import DoubleCrossAttention, IndirectAttention, MisalignedAttention
 

@@ -1,0 +1,44 @@
+"""Reports: the numbers a user reads, formatted as documented."""
+
+from detector.evaluation.report import console_table, four_split_table, markdown_report
+
+RESULT = {
+    "images": 3,
+    "repeats": 2,
+    "seen_ap50": 61.25,
+    "seen_ap50_std": 1.04,
+    "unseen_ap50": 40.0,
+    "unseen_ap50_std": 0.0,
+    "seen_ap": 30.0,
+    "seen_ap_std": 0.5,
+    "unseen_ap": float("nan"),
+    "unseen_ap_std": float("nan"),
+    "per_class": {"cat": {"ap50": 61.25, "ap50_std": 1.04, "unseen": False}},
+    "dropped_episodes": 4,
+    "excluded_images": 1,
+    "drop_reasons": ["image b.jpg is not a decodable image"],
+}
+
+
+def test_console_table_rounds_and_marks_missing_values():
+    lines = console_table(RESULT).splitlines()
+    assert lines[1].split()[:4] == ["seen", "61.2", "±", "1.0"]
+    assert "-" in lines[2].split()  # unseen AP is not a number: shown as "-"
+    assert lines[-1].startswith("4 episodes could not be run and their 1 target images are left out")
+    assert "b.jpg" in lines[-1]
+
+
+def test_markdown_report_has_settings_means_and_classes():
+    text = markdown_report(RESULT, {"checkpoint": "x.pth"})
+    assert "- checkpoint: `x.pth`" in text
+    assert "| seen | 61.2 ± 1.0 | 30.0 ± 0.5 |" in text
+    assert "| cat | seen | 61.2 ± 1.0 |" in text
+    assert "4 episodes could not be run" in text
+
+
+def test_four_split_table_averages_and_adds_published_rows():
+    results = {1: {"seen_ap50": 50.0, "unseen_ap50": 20.0}, 2: {"seen_ap50": 60.0, "unseen_ap50": 30.0}}
+    table = four_split_table(results, "coco").splitlines()
+    assert table[2] == "| ours | 50.0 / 20.0 | 60.0 / 30.0 | 55.0 / 25.0 |"
+    assert any(line.startswith("| BHRL |") and line.endswith(" 53.5 / 25.6 |") for line in table)
+    assert len(four_split_table(results, "synthetic").splitlines()) == 3  # no published rows
