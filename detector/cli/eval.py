@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args(argv)
-    overrides = list(args.overrides)
+    # "--checkpoint a.pth key=value" hands the override to --checkpoint: give it back
+    overrides = [c for c in args.checkpoint if "=" in c and not Path(c).exists()] + list(args.overrides)
+    args.checkpoint = [c for c in args.checkpoint if c not in overrides]
     overrides += [f"eval.repeats={args.repeats}"] if args.repeats else []
     overrides += ["eval.absent=true"] if args.absent else []
     overrides += [f"eval.max_images={args.max_images}"] if args.max_images is not None else []

@@ -236,12 +236,12 @@ def test_eval_several_split_checkpoints_in_one_call(data_root, tmp_path):
         [
             "--config",
             str(ROOT / "configs/tiny_synthetic.yaml"),
-            "--checkpoint",
-            *paths,
             "--out",
             str(tmp_path / "eval"),
             "--no-progress",
-            *_overrides(data_root, tmp_path),
+            "--checkpoint",
+            *paths,
+            *_overrides(data_root, tmp_path),  # right after the checkpoints, as the README writes it
         ]
     )
     assert set(results) == {1, 2}
