@@ -26,7 +26,9 @@ def model_info(
         "backbone": model.backbone,
         "proposals": model.proposal_head,
         "decoder": model.decoder,
-        "heads+queries": [model.class_heads, model.query_content],
+        "heads+queries": [model.class_heads, model.query_content]
+        + [m for m in (model.content_proj, model.similarity) if m is not None],
+        "training_only_heads": [m for m in (model.identity_head, model.contrastive_head) if m is not None],
     }
     params = {
         name: sum(p.numel() for m in (mods if isinstance(mods, list) else [mods]) for p in m.parameters())
