@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .bias import AxisBias
 from .functional import attend, attend_reference
 
 
@@ -51,7 +52,7 @@ class _MultiHead(nn.Module):
         keys_from: torch.Tensor,
         values_from: torch.Tensor,
         key_padding_mask: torch.Tensor | None,
-        bias: torch.Tensor | None,
+        bias: torch.Tensor | AxisBias | None,
     ) -> torch.Tensor:
         if keys_from.shape[1] != values_from.shape[1]:
             raise ValueError(
@@ -91,7 +92,10 @@ class IndirectAttention(_MultiHead):
     ) -> torch.Tensor:
         if relation is None:
             raise ValueError("IndirectAttention needs relation=... for its bias module")
-        return self._attend(query, conditioning, content, key_padding_mask, self.bias(**relation))
+        # a bias module that can give its row and column terms lets the fast path fold them in
+        factors = getattr(self.bias, "factors", None)
+        bias = self.bias(**relation) if self.reference or factors is None else factors(**relation)
+        return self._attend(query, conditioning, content, key_padding_mask, bias)
 
 
 class MisalignedAttention(_MultiHead):

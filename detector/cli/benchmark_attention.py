@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from ..attention import BoxRelativePositionBias, IndirectAttention
 from ..config import load_config
 from ..models import build_model
 from .common import command
+
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (peak memory) prints its start and stop otherwise
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
@@ -37,9 +40,10 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.name == "[memory]")
+    # allocations are charged to the op that made them (self memory), frees to "[memory]" events
+    changes = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
     current = peak = 0
-    for _, change in events:
+    for _, change in changes:
         current += change
         peak = max(peak, current)
     return peak / 2**20
@@ -86,10 +90,12 @@ def attention_candidates(args: argparse.Namespace, device: torch.device) -> dict
     no_padding = torch.zeros(b, side * side, dtype=torch.bool, device=device)
     return {
         "indirect_attention": lambda: ia(queries, conditioning, content, relation=relation),
-        "indirect_attention_all_false_mask": lambda: ia(
-            queries, conditioning, content, key_padding_mask=no_padding, relation=relation
+        # as before the fast path: the plain bias formula, made dense, with the model's all-False mask
+        "indirect_attention_plain_bias_and_mask": lambda: ia._attend(
+            queries, conditioning, content, no_padding, ia.bias.reference(**relation)
         ),
-        "box_bias_only": lambda: ia.bias(**relation),
+        "box_bias_factors": lambda: ia.bias.factors(**relation),
+        "box_bias_plain_formula": lambda: ia.bias.reference(**relation),
         "sdpa_no_bias": lambda: F.scaled_dot_product_attention(q, k, v),
         "nn_multihead_attention": lambda: mha(queries, content, content, need_weights=False),
     }

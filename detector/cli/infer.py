@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--nms-iou", type=float, help="suppress duplicates above this IoU (default: the checkpoint's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays over many targets)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.nms_iou)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.nms_iou, args.batch_size, args.compile)
     query_image = load_image(args.query)
     box = parse_box(args.query_box)
     if box is not None:

@@ -12,6 +12,7 @@ are averaged cell by cell, see ``IADETR.encode_queries``).
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from ..data.images import load_image, to_rgb_array
 from ..data.transforms import QueryTransform, TargetTransform, to_tensor
 from ..engine.checkpoint import load_model
 from ..models.build import build_postprocessor
-from ..models.ia_detr import IADETR
+from ..models.ia_detr import IADETR, DetectorOutput
 
+logger = logging.getLogger(__name__)
 ImageLike = str | Path | np.ndarray | Image.Image
 MIN_QUERY_SIDE = 4
+CPU_BATCHING_MAX_PARAMETERS = 10_000_000  # above this, a CPU runs one target per call (see Predictor._batches)
 
 
 def read_any(image: ImageLike) -> np.ndarray:
@@ -65,9 +68,24 @@ def _grid(shapes: list[tuple[int, int]], divisor: int) -> tuple[int, int]:
 class Predictor:
     """Runs a trained model on (query, target) pairs with the preprocessing of its config."""
 
-    def __init__(self, model: IADETR, config: Config, device: str | torch.device = "auto") -> None:
+    def __init__(
+        self,
+        model: IADETR,
+        config: Config,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        compile: bool = False,
+    ) -> None:
+        """``batch_size``: the most targets per model call (see :meth:`_batches` for which go together).
+        ``compile``: run the model through ``torch.compile`` (see :meth:`_forward`)."""
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
         self.model = model.to(self.device).eval()
+        self.parameters = sum(p.numel() for p in model.parameters())
+        self.compiled = torch.compile(self.model) if compile else None
+        self.compiled_checked = False
         self.config = config
         data = config.data
         self.target_transform = TargetTransform(False, [data.test_size], data.target_max_size, data.test_size)
@@ -76,14 +94,90 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "auto", nms_iou: float | None = None
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        nms_iou: float | None = None,
+        batch_size: int = 8,
+        compile: bool = False,
     ) -> Predictor:
         """Model and preprocessing from the checkpoint's own config (EMA weights when the run kept them);
         ``nms_iou`` replaces the config's ``eval.nms_iou`` (0: NMS-free)."""
         model, config = load_model(path)
         if nms_iou is not None:
             config.eval.nms_iou = nms_iou
-        return cls(model, config, device)
+        return cls(model, config, device, batch_size, compile)
+
+    def _batches(self, shapes: list[tuple[int, int]], query_tensors: list[torch.Tensor]) -> list[list[int]]:
+        """Which targets run together, at most ``batch_size`` a call. On a GPU: in order. On a CPU, batching
+        only saves per-call overhead while every padded pixel costs compute: a small model (the CPU-tiny one,
+        measured 7.6 against 16.1 ms per target at batch 16) batches the targets that share one padded grid,
+        and a large one (R50: 367 against 316 ms per target even for same-size targets at batch 8) runs one
+        target a call."""
+        if self.device.type == "cpu" and self.parameters > CPU_BATCHING_MAX_PARAMETERS:
+            return [[i] for i in range(len(shapes))]
+        divisor = self.config.data.size_divisor
+        query_shapes = [tuple(q.shape[1:]) for q in query_tensors]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, shape in enumerate(shapes):
+            key = _grid([shape, *query_shapes], divisor) if self.device.type == "cpu" else (0, 0)
+            groups.setdefault(key, []).append(i)
+        return [g[i : i + self.batch_size] for g in groups.values() for i in range(0, len(g), self.batch_size)]
+
+    def _run(
+        self, targets: list[tuple[torch.Tensor, tuple[int, int]]], query_tensors: list[torch.Tensor], threshold: float
+    ) -> list[dict[str, np.ndarray]]:
+        """One model call: ``targets`` (resized image, original size) against the query (k-shot: several)."""
+        target_tensors = [t for t, _ in targets]
+        grid = _grid([tuple(t.shape[1:]) for t in target_tensors + query_tensors], self.config.data.size_divisor)
+        target_images, target_masks = pad_to_grid(target_tensors, *grid)
+        query_images, query_masks = pad_to_grid(query_tensors, *grid)
+        b = len(targets)
+        if len(query_tensors) > 1:  # k-shot: (B, k, 3, H, W)
+            query_images, query_masks = (
+                query_images[None].expand(b, -1, -1, -1, -1),
+                query_masks[None].expand(b, -1, -1, -1),
+            )
+        else:
+            query_images, query_masks = query_images.expand(b, -1, -1, -1), query_masks.expand(b, -1, -1)
+        sizes = torch.tensor([tuple(t.shape[1:]) for t in target_tensors], device=self.device)
+        outputs = self._forward(
+            target_images.to(self.device),
+            target_masks.to(self.device),
+            query_images.to(self.device),
+            query_masks.to(self.device),
+            sizes,
+        )
+        results = []
+        for det in self.postprocessor(outputs, torch.tensor([size for _, size in targets], device=self.device)):
+            keep = det["scores"] >= threshold
+            results.append({"boxes": det["boxes"][keep].cpu().numpy(), "scores": det["scores"][keep].cpu().numpy()})
+        return results
+
+    def _forward(self, *inputs: torch.Tensor) -> DetectorOutput:
+        """The model, compiled when asked. Compiling pays only over many calls at one input shape (measured on
+        a 2-core CPU: the first call takes about a minute; then the CPU-tiny model runs 1.7x and the R50 model
+        1.2x faster). It never changes what is returned: if compilation fails, or the first compiled result
+        differs from the eager one by more than float tolerance, the predictor warns and runs eagerly."""
+        if self.compiled is None:
+            return self.model(*inputs)
+        try:
+            outputs = self.compiled(*inputs)
+        except Exception as error:  # any failure of the compiler stack: run eagerly, as without compile
+            logger.warning("torch.compile failed (%s: %s); running eagerly", type(error).__name__, error)
+            self.compiled = None
+            return self.model(*inputs)
+        if not self.compiled_checked:
+            eager = self.model(*inputs)
+            same = torch.allclose(outputs.logits, eager.logits, rtol=1e-3, atol=1e-4) and torch.allclose(
+                outputs.boxes, eager.boxes, rtol=1e-3, atol=1e-4
+            )
+            if not same:
+                logger.warning("the compiled model's outputs differ from the eager model's; running eagerly")
+                self.compiled = None
+                return eager
+            self.compiled_checked = True
+        return outputs
 
     def _query_tensor(self, image: ImageLike, box: tuple | None) -> torch.Tensor:
         array = read_any(image)
@@ -115,29 +209,9 @@ class Predictor:
             raise ValueError(f"got {len(queries)} query images but {len(boxes)} query boxes")
         query_tensors = [self._query_tensor(q, b) for q, b in zip(queries, boxes)]
         targets = [self._target_tensor(t) for t in (target_image if isinstance(target_image, list) else [target_image])]
-        target_tensors = [t for t, _ in targets]
-        grid = _grid([tuple(t.shape[1:]) for t in target_tensors + query_tensors], self.config.data.size_divisor)
-        target_images, target_masks = pad_to_grid(target_tensors, *grid)
-        query_images, query_masks = pad_to_grid(query_tensors, *grid)
-        b = len(targets)
-        if len(queries) > 1:  # k-shot: (B, k, 3, H, W)
-            query_images, query_masks = (
-                query_images[None].expand(b, -1, -1, -1, -1),
-                query_masks[None].expand(b, -1, -1, -1),
-            )
-        else:
-            query_images, query_masks = query_images.expand(b, -1, -1, -1), query_masks.expand(b, -1, -1)
-        sizes = torch.tensor([tuple(t.shape[1:]) for t in target_tensors], device=self.device)
-        outputs = self.model(
-            target_images.to(self.device),
-            target_masks.to(self.device),
-            query_images.to(self.device),
-            query_masks.to(self.device),
-            sizes,
-        )
-        originals = torch.tensor([size for _, size in targets], device=self.device)
-        results = []
-        for det in self.postprocessor(outputs, originals):
-            keep = det["scores"] >= score_threshold
-            results.append({"boxes": det["boxes"][keep].cpu().numpy(), "scores": det["scores"][keep].cpu().numpy()})
+        results: list[dict[str, np.ndarray]] = [{} for _ in targets]
+        for group in self._batches([tuple(t.shape[1:]) for t, _ in targets], query_tensors):
+            detections = self._run([targets[i] for i in group], query_tensors, score_threshold)
+            for i, det in zip(group, detections):
+                results[i] = det
         return results if isinstance(target_image, list) else results[0]

@@ -149,6 +149,8 @@ class IADETR(nn.Module):
         target_seq = target_feats.flatten(2).transpose(1, 2)
         query_seq = query_feats.flatten(2).transpose(1, 2)
         padding = (target_mask & query_mask).flatten(1)
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not bool(padding.any()):
+            padding = None  # no key is padding: attention runs without a mask (faster; exported graphs keep it)
 
         proposal_logits, proposal_boxes = self.proposal_head(target_seq, ~target_mask.flatten(1), (h, w), image_sizes)
         n_o2m = self.num_queries_one2many if self.training else 0

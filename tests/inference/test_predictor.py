@@ -1,6 +1,7 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 from inference_helpers import pattern_image, save_random_checkpoint
 from PIL import Image
 
@@ -106,3 +107,43 @@ def test_nms_option_matches_a_naive_greedy_nms(checkpoint, tmp_path):
         [*args, "--out", str(tmp_path / "o"), "--score-threshold", "0", "--nms-iou", "0.1", "--no-progress"]
     )
     assert len(body["detections"]) == len(_greedy_nms(plain["boxes"], plain["scores"], 0.1))
+
+
+def test_cpu_batching_groups_targets_by_grid_and_large_models_run_one_at_a_time(checkpoint, monkeypatch):
+    import detector.inference.predictor as module
+
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu", batch_size=2)
+    query = torch.zeros(3, 32, 32)
+    # test_size 96: grids of 96x128 (two), 96x96 (two), 128x96 (one); at most 2 a call
+    shapes = [(96, 120), (96, 96), (96, 128), (90, 96), (128, 96)]
+    assert predictor._batches(shapes, [query]) == [[0, 2], [1, 3], [4]]
+    monkeypatch.setattr(module, "CPU_BATCHING_MAX_PARAMETERS", 0)  # as a large model
+    assert predictor._batches(shapes, [query]) == [[0], [1], [2], [3], [4]]
+
+
+def test_compile_failure_or_mismatch_falls_back_to_the_eager_outputs(checkpoint, monkeypatch, caplog):
+    query, target = pattern_image(40, 56, 1), pattern_image(96, 144, 2)
+    eager = Predictor.from_checkpoint(checkpoint, "cpu").predict(query, target, score_threshold=0.0)
+
+    def broken(model):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    def wrong(model):
+        def run(*args):
+            out = model(*args)
+            out.logits = out.logits + 1.0
+            return out
+
+        return run
+
+    for fake, message in ((broken, "torch.compile failed"), (wrong, "differ from the eager")):
+        monkeypatch.setattr(torch, "compile", fake)
+        predictor = Predictor.from_checkpoint(checkpoint, "cpu", compile=True)
+        with caplog.at_level("WARNING"):
+            result = predictor.predict(query, target, score_threshold=0.0)
+        assert message in caplog.text and predictor.compiled is None
+        np.testing.assert_allclose(result["scores"], eager["scores"], atol=1e-6)
+        np.testing.assert_allclose(result["boxes"], eager["boxes"], atol=1e-4)

@@ -110,3 +110,20 @@ def test_training_only_heads_run_in_training_and_are_off_in_inference():
     model.eval()
     inference = model(*inputs)
     assert inference.identity is None and inference.contrastive is None
+
+
+def test_fast_attention_paths_give_the_reference_detector_outputs():
+    # the model drops an all-False padding mask and folds the box bias; the reference blocks do neither
+    model, _, _ = tiny_detector()
+    model.eval()
+    inputs, _ = detector_batch()
+    target, target_masks, query_images, query_masks, sizes = inputs
+    unpadded = (target[:1], target_masks[:1], query_images[:1], query_masks[:1], sizes[:1])
+    with torch.no_grad():
+        fast = [model(*inputs), model(*unpadded)]
+        for layer in model.decoder.layers:
+            layer.fusion.reference = True
+        reference = [model(*inputs), model(*unpadded)]
+    for a, b in zip(fast, reference):
+        torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a.boxes, b.boxes, rtol=1e-4, atol=1e-5)
