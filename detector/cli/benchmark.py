@@ -10,6 +10,7 @@ query size. Peak memory is the process's maximum resident set size (CPU) or CUDA
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import time
@@ -22,6 +23,7 @@ from ..data.dataset import Sample, collate
 from ..engine.loop import amp_dtype_for, compute_losses
 from ..inference.predictor import Predictor
 from ..models import build
+from ..models.fuse import fuse_batchnorm
 from .common import command
 
 
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = load_config(args.config, args.overrides)
     torch.manual_seed(0)
     model, criterion, _ = build(config, load_weights=False)
-    predictor = Predictor(model, config, args.device)
+    predictor = Predictor(fuse_batchnorm(copy.deepcopy(model)), config, args.device)  # as from_checkpoint
     rng = np.random.default_rng(0)
     side = config.data.test_size
     target = rng.integers(0, 255, (side, int(side * 4 / 3), 3), dtype=np.uint8)
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     batch_time = _time(lambda: predictor.predict(query, [target] * args.batch), max(1, args.repeats // 2))
     report[f"throughput_pairs_per_s_batch{args.batch}"] = round(args.batch / batch_time, 2)
     if args.train_steps:
-        model.train()
+        model.to(predictor.device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         size = config.data.target_max_size
         box, label = torch.tensor([[0.5, 0.5, 0.2, 0.2]]), torch.tensor([1])

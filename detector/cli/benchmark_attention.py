@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..attention import BoxRelativePositionBias, IndirectAttention
 from ..config import load_config
 from ..models import build_model
+from ..models.fuse import fuse_batchnorm
 from .common import command
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (peak memory) prints its start and stop otherwise
@@ -108,7 +109,8 @@ def detr_candidates(args: argparse.Namespace, device: torch.device) -> dict[str,
         raise ValueError("--detr needs Hugging Face transformers: pip install transformers") from error
     torch.manual_seed(0)
     config = load_config(args.config)
-    ours = build_model(config.model, load_weights=False, query_extent=args.query_size).to(device).eval()
+    # as the Predictor runs it: batch norms folded into their convolutions
+    ours = fuse_batchnorm(build_model(config.model, load_weights=False, query_extent=args.query_size)).to(device)
     detr_config = DetrConfig(
         use_timm_backbone=False,
         use_pretrained_backbone=False,

@@ -21,6 +21,7 @@ from ..data.transforms import crop_box
 from ..evaluation.evaluator import OneShotEvaluator
 from ..evaluation.template_baseline import TemplateMatcher
 from ..models.build import build_postprocessor
+from ..models.fuse import fuse_batchnorm
 from ..models.ia_detr import IADETR
 from ..models.postprocess import PostProcessor
 from . import distributed
@@ -131,6 +132,7 @@ def evaluate_model(
 def evaluate_checkpoint(config: Config, checkpoint: str | Path, device: torch.device, progress: bool = True) -> dict:
     """Evaluate checkpoint ``checkpoint`` (whose model config must match ``config``'s) on ``config``'s test split."""
     model, config = load_model(checkpoint, config)
+    fuse_batchnorm(model)  # inference only: batch norms folded into their convolutions
     test = build_split_data(config.data, "test")
     return evaluate_model(model.to(device), build_postprocessor(config.eval), config, test, device, progress)
 

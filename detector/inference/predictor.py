@@ -26,6 +26,7 @@ from ..data.images import load_image, to_rgb_array
 from ..data.transforms import QueryTransform, TargetTransform, to_tensor
 from ..engine.checkpoint import load_model
 from ..models.build import build_postprocessor
+from ..models.fuse import fuse_batchnorm
 from ..models.ia_detr import IADETR, DetectorOutput
 
 logger = logging.getLogger(__name__)
@@ -101,9 +102,10 @@ class Predictor:
         batch_size: int = 8,
         compile: bool = False,
     ) -> Predictor:
-        """Model and preprocessing from the checkpoint's own config (EMA weights when the run kept them);
-        ``nms_iou`` replaces the config's ``eval.nms_iou`` (0: NMS-free)."""
+        """Model and preprocessing from the checkpoint's own config (EMA weights when the run kept them, batch
+        norms folded into their convolutions); ``nms_iou`` replaces the config's ``eval.nms_iou`` (0: NMS-free)."""
         model, config = load_model(path)
+        fuse_batchnorm(model)  # a model of its own, for inference only
         if nms_iou is not None:
             config.eval.nms_iou = nms_iou
         return cls(model, config, device, batch_size, compile)
