@@ -112,10 +112,10 @@ class Predictor:
 
     def _batches(self, shapes: list[tuple[int, int]], query_tensors: list[torch.Tensor]) -> list[list[int]]:
         """Which targets run together, at most ``batch_size`` a call. On a GPU: in order. On a CPU, batching
-        only saves per-call overhead while every padded pixel costs compute: a small model (the CPU-tiny one,
-        measured 7.6 against 16.1 ms per target at batch 16) batches the targets that share one padded grid,
-        and a large one (R50: 367 against 316 ms per target even for same-size targets at batch 8) runs one
-        target a call."""
+        only saves per-call overhead while every padded pixel costs compute: a small model (CPU-tiny: 89 pairs/s
+        batched against 48 one at a time, ``tools/benchmark.py``) batches the targets that share one padded grid,
+        and a large one (R50: 3.0 pairs/s one at a time against 2.6 in one call, even for same-size targets)
+        runs one target a call."""
         if self.device.type == "cpu" and self.parameters > CPU_BATCHING_MAX_PARAMETERS:
             return [[i] for i in range(len(shapes))]
         divisor = self.config.data.size_divisor

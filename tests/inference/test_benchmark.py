@@ -26,3 +26,27 @@ def test_benchmark_reports_speed_and_training_precision():
     figures = {"latency_ms_per_pair", "throughput_pairs_per_s_batch2", "throughput_pairs_per_s_one_call_of_2"}
     figures |= {"train_images_per_s", "peak_rss_mb"}
     assert figures <= set(report) and all(isinstance(report[k], float) for k in figures)
+
+
+def test_attention_benchmark_reports_every_candidate():
+    from detector.cli import benchmark_attention
+
+    argv = ["--rounds", "1", "--batch", "2", "--queries", "4", "--side", "4", "--dim", "16", "--heads", "2"]
+    report = benchmark_attention.main([*argv, "--bias-hidden", "8"])
+    names = {"indirect_attention", "indirect_attention_plain_bias_and_mask", "sdpa_no_bias", "nn_multihead_attention"}
+    assert names <= set(report["attention"])
+    assert all(set(row) == {"ms", "peak_mb"} for row in report["attention"].values())
+
+
+def test_peak_memory_of_a_known_allocation():
+    import torch
+
+    from detector.cli.benchmark_attention import peak_memory_mb
+
+    def two_live_megabyte_tensors():
+        a = torch.ones(256, 1024)  # 1 MiB
+        b = a * 2  # 1 MiB more while a lives
+        del a
+        return torch.ones(128, 1024) + b.sum()  # 0.5 MiB after a is gone
+
+    assert abs(peak_memory_mb(two_live_megabyte_tensors, torch.device("cpu")) - 2.0) < 0.01
