@@ -2,10 +2,12 @@
 
     python tools/infer.py --checkpoint best.pth --query mug.jpg --query-box 10,20,200,240 \\
         --target photos/ --out outputs/infer
+    python tools/infer.py --checkpoint best.pth --query a.jpg b.jpg --query-box 10,20,200,240 whole ...   # k-shot
 
-Writes ``detections.json`` (each image's file name and size, and its detections as COCO-style rows) and one
-picture per target with the boxes and scores drawn and the query exemplar inset. Unreadable targets are
-skipped and listed at the end.
+Writes ``detections.json`` in COCO results format (``image_id``, ``category_id`` 1, ``bbox`` ``[x, y, w, h]``,
+``score``; ``pycocotools``' ``COCO.loadRes`` reads it), ``images.json`` beside it (the image ids with their file
+names and sizes, as a COCO ``images`` list, and the query), and one picture per target with the boxes and scores
+drawn and the query exemplar(s) beside it. Unreadable targets are skipped and listed at the end.
 """
 
 from __future__ import annotations
@@ -18,18 +20,19 @@ from tqdm import tqdm
 
 from ..data.images import load_image
 from ..data.transforms import crop_box
-from ..inference.batch import find_targets, predict_images
+from ..inference.batch import find_targets, picture_names, predict_images
 from ..inference.predictor import Predictor, check_query_box
 from ..visualize import draw_detections, save_rgb
 from .common import command
 
 
 def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
-    if text is None:
+    """``X1,Y1,X2,Y2`` -> a box; None or ``whole`` -> the whole image."""
+    if text is None or text == "whole":
         return None
     parts = text.split(",")
     if len(parts) != 4:
-        raise ValueError(f"--query-box {text!r} must be X1,Y1,X2,Y2 (four numbers)")
+        raise ValueError(f"--query-box {text!r} must be X1,Y1,X2,Y2 (four numbers) or 'whole'")
     return tuple(float(v) for v in parts)
 
 
@@ -37,8 +40,8 @@ def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--query", required=True, help="query image")
-    parser.add_argument("--query-box", help="X1,Y1,X2,Y2 of the object in the query image (default: whole image)")
+    parser.add_argument("--query", required=True, nargs="+", help="query image(s); several: k-shot")
+    parser.add_argument("--query-box", nargs="+", help="X1,Y1,X2,Y2 or 'whole', one per query (default: whole)")
     parser.add_argument("--target", required=True, help="an image, a folder or a glob pattern")
     parser.add_argument("--out", default="outputs/infer")
     parser.add_argument("--score-threshold", type=float, default=0.3)
@@ -48,17 +51,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays over many targets)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.nms_iou, args.batch_size, args.compile)
-    query_image = load_image(args.query)
-    box = parse_box(args.query_box)
-    if box is not None:
-        box = check_query_box(box, query_image.shape[1], query_image.shape[0])
-    patch = crop_box(query_image, box) if box else query_image
+    boxes = [parse_box(b) for b in args.query_box] if args.query_box else [None] * len(args.query)
+    if len(boxes) != len(args.query):
+        raise ValueError(f"got {len(args.query)} --query images but {len(boxes)} --query-box values")
+    queries = [load_image(q) for q in args.query]
+    boxes = [check_query_box(b, q.shape[1], q.shape[0]) if b else None for q, b in zip(queries, boxes)]
+    patches = [crop_box(q, b) if b else q for q, b in zip(queries, boxes)]
     paths = find_targets(args.target)
     out = Path(args.out)
+    names = picture_names(paths)
+    inputs = {p.resolve() for p in paths} | {Path(q).resolve() for q in args.query}
+    for written in [out / n for n in names] + [out / "detections.json", out / "images.json"]:
+        if written.resolve() in inputs:
+            raise ValueError(f"--out {out} would overwrite the input image {written}; choose another --out folder")
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.nms_iou, args.batch_size, args.compile)
     out.mkdir(parents=True, exist_ok=True)
     images, rows, bad = [], [], []
-    results = predict_images(predictor, query_image, box, paths, args.batch_size, args.score_threshold)
+    name_of = dict(zip(paths, names))
+    results = predict_images(predictor, queries, boxes, paths, args.batch_size, args.score_threshold)
     for result in tqdm(results, total=len(paths), desc="infer", disable=args.no_progress):
         if result.error is not None:
             bad.append(result.error)
@@ -67,15 +77,17 @@ def main(argv: list[str] | None = None) -> dict:
         images.append({"id": image_id, "file_name": str(result.path), "width": width, "height": height})
         det = result.detections
         for (x1, y1, x2, y2), score in zip(det["boxes"].tolist(), det["scores"].tolist()):
-            row = {"image_id": image_id, "file_name": str(result.path), "category_id": 1, "score": score}
-            rows.append({**row, "bbox": [x1, y1, x2 - x1, y2 - y1]})
-        picture = draw_detections(result.image, det["boxes"], det["scores"], query=patch)
-        save_rgb(out / f"{result.path.stem}.png", picture)
-    body = {"query": args.query, "query_box": box, "images": images, "detections": rows, "unreadable": bad}
-    (out / "detections.json").write_text(json.dumps(body, indent=1))
+            rows.append({"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        picture = draw_detections(result.image, det["boxes"], det["scores"], query=patches)
+        save_rgb(out / name_of[result.path], picture)
+    (out / "detections.json").write_text(json.dumps(rows))
+    query = [{"file_name": q, "box": b} for q, b in zip(args.query, boxes)]
+    meta = {"query": query, "images": images, "categories": [{"id": 1, "name": "query"}], "unreadable": bad}
+    (out / "images.json").write_text(json.dumps(meta, indent=1))
+    body = {**meta, "detections": rows}
     print(
         f"{len(images)} images, {len(rows)} detections >= {args.score_threshold}; "
-        f"wrote {args.out}/detections.json and one picture per image"
+        f"wrote {args.out}/detections.json (COCO results), images.json and one picture per image"
     )
     for line in bad:
         print(f"  unreadable, skipped: {line}")

@@ -33,6 +33,22 @@ def find_targets(spec: str | Path) -> list[Path]:
     return matches
 
 
+def picture_names(paths: list[Path]) -> list[str]:
+    """One distinct picture name per target: ``stem.png``; ``stem_ext.png`` where two targets share a stem,
+    then a counter."""
+    stems = [p.stem for p in paths]
+    names, used = [], set()
+    for path, stem in zip(paths, stems):
+        name = f"{stem}.png" if stems.count(stem) == 1 else f"{stem}_{path.suffix.lstrip('.')}.png"
+        base, n = name[:-4], 1
+        while name in used:
+            n += 1
+            name = f"{base}_{n}.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 @dataclass
 class TargetResult:
     """The detections in one target (``xyxy`` pixels, scores), or the reason it could not be read."""
@@ -45,14 +61,14 @@ class TargetResult:
 
 def predict_images(
     predictor: Predictor,
-    query_image: ImageLike,
-    query_box: tuple | None,
+    query_image: ImageLike | list[ImageLike],
+    query_box: tuple | list[tuple | None] | None,
     paths: list[Path],
     batch_size: int = 4,
     score_threshold: float = 0.3,
 ) -> Iterator[TargetResult]:
-    """Run the query against ``paths`` ``batch_size`` targets at a time, in order; an unreadable target
-    yields a result with ``error`` and the rest go on."""
+    """Run the query (k-shot: a list of query images, and of boxes) against ``paths`` ``batch_size`` targets at a
+    time, in order; an unreadable target yields a result with ``error`` and the rest go on."""
     for start in range(0, len(paths), batch_size):
         readable = []
         for path in paths[start : start + batch_size]:

@@ -45,6 +45,8 @@ def read_any(image: ImageLike) -> np.ndarray:
 def check_query_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
     """Validate ``xyxy`` ``box`` against a ``width x height`` image; clip it; raise on a useless box."""
     x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"query_box {box} has a coordinate that is not a finite number")
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"query_box {box} has x2 <= x1 or y2 <= y1; give (x1, y1, x2, y2) in pixels")
     cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)
@@ -56,6 +58,17 @@ def check_query_box(box: tuple[float, float, float, float], width: int, height: 
             f"image; draw a box around the whole object"
         )
     return cx1, cy1, cx2, cy2
+
+
+def _as_boxes(query_box: tuple | list | None, count: int) -> list:
+    """One box (or None) per query image. A flat sequence of four numbers, as JSON gives ``[x1, y1, x2, y2]``, is
+    one box; a list of boxes (or Nones) gives one per image."""
+    flat = isinstance(query_box, list | tuple | np.ndarray) and len(query_box) == 4
+    if query_box is None or (flat and all(isinstance(v, int | float | np.number) for v in query_box)):
+        return [query_box] * count
+    if isinstance(query_box, list):
+        return query_box
+    raise ValueError(f"query_box {query_box!r} is neither a box (x1, y1, x2, y2) nor a list of boxes")
 
 
 def _grid(shapes: list[tuple[int, int]], divisor: int) -> tuple[int, int]:
@@ -206,7 +219,7 @@ class Predictor:
         image. With several query images, give one box (or ``None``) per image.
         """
         queries = query_image if isinstance(query_image, list) else [query_image]
-        boxes = query_box if isinstance(query_box, list) else [query_box] * len(queries)
+        boxes = _as_boxes(query_box, len(queries))
         if len(boxes) != len(queries):
             raise ValueError(f"got {len(queries)} query images but {len(boxes)} query boxes")
         query_tensors = [self._query_tensor(q, b) for q, b in zip(queries, boxes)]

@@ -17,7 +17,7 @@ from ..visualize import draw_detections, save_rgb
 
 def benchmark_preview(root: str | Path, out: str | Path, count: int = 4) -> None:
     """A strip of ``count`` test images of the embedded benchmark, each with the boxes of one class in
-    red and a query exemplar of that class (from another image) inset top-left."""
+    red, the other classes' in white, and a query exemplar of that class (from another image) beside it."""
     root = Path(root)
     data = load_coco(root / "annotations" / "test.json", root / "test")
     pool = QueryPool.from_data(data)
@@ -33,11 +33,10 @@ def benchmark_preview(root: str | Path, out: str | Path, count: int = 4) -> None
         if not queries:
             continue
         query = crop_box(load_image(queries[0].path), queries[0].box)
-        boxes = record.boxes[record.labels == category]
-        tile = draw_detections(load_image(record.path), boxes, query=query)
-        others = record.boxes[record.labels != category]
-        for box in others:
+        image = load_image(record.path)
+        for box in record.boxes[record.labels != category]:  # the other classes' boxes in white
             x1, y1, x2, y2 = (int(v) for v in box)
-            cv2.rectangle(tile, (x1, y1), (x2, y2), (255, 255, 255), 1)
-        tiles.append(cv2.resize(tile, (300, 300)))
+            cv2.rectangle(image, (x1, y1), (x2, y2), (255, 255, 255), 1)
+        tile = draw_detections(image, record.boxes[record.labels == category], query=query)
+        tiles.append(cv2.resize(tile, (round(300 * tile.shape[1] / tile.shape[0]), 300)))
     save_rgb(out, np.concatenate(tiles, axis=1))
