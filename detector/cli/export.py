@@ -6,8 +6,10 @@ python tools/export.py --checkpoint outputs/demo/train/last.pth --out outputs/ex
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 from ..inference.export import check_onnx, export_onnx, export_torchscript
 from ..inference.predictor import Predictor
@@ -19,10 +21,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--out", default="outputs/export/ia_detr.onnx")
-    parser.add_argument("--size", type=int, help="grid side in pixels (default: the test size, rounded up to 32)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        help="grid side in pixels (default: the larger of the target's longest side and the query "
+        "size, rounded up to 32)",
+    )
     parser.add_argument("--torchscript", action="store_true", help="also write a traced TorchScript module")
     parser.add_argument("--tolerance", type=float, default=1e-3)
     args = parser.parse_args(argv)
+    if Path(args.out).suffix != ".onnx":
+        raise ValueError(f"--out {args.out} must end in .onnx (--torchscript writes the same name ending in .pt)")
+    for module, extra in (("onnx", "export"), ("onnxruntime", "export")):
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"export needs {module}: pip install 'ia-detr[{extra}]' (or pip install -e \".[{extra}]\")"
+            )
     predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
     data = predictor.config.data
     size = args.size or math.ceil(max(data.target_max_size, data.query_size) / 32) * 32

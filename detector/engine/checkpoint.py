@@ -14,6 +14,7 @@ heads moved from the criterion into the model) kept them under ``train_step`` as
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -79,16 +80,55 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename)."""
+    """Write ``state`` to ``path`` atomically: a temporary file of this process (so that two processes never
+    share one), fsync, rename. If the write fails (a full disk), the temporary file is removed, the file at
+    ``path`` is left as it was, and the error says what happened."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as error:
+        tmp.unlink(missing_ok=True)
+        full = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "write failed" in str(error)
+        reason = "no space left on the device" if full else f"{type(error).__name__}: {error}"
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({reason}); the previous checkpoints in {path.parent} are intact: "
+            f"free space and resume with --resume auto"
+        ) from error
     os.replace(tmp, path)
     return path
+
+
+_MAGIC = {b"PK\x03\x04": "zip", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"{": "a JSON file"}
+
+
+def _kind(path: Path) -> str:
+    """What a file looks like from its first bytes: ``zip`` (torch.save), ``pickle`` (legacy), or a description."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not head:
+        return "empty (0 bytes)"
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return "pickle" if head[:1] == b"\x80" else "not a PyTorch file"
+
+
+def find_resumable(folder: Path) -> Path | None:
+    """The newest checkpoint of a run folder that loads: ``last.pth``, else the newest ``checkpoint_*.pth``
+    (a crash or a full disk may have left ``last.pth`` missing or broken)."""
+    for candidate in [folder / "last.pth", *sorted(folder.glob("checkpoint_*.pth"), reverse=True)]:
+        if candidate.is_file():
+            try:
+                load_checkpoint(candidate)
+            except CheckpointError:
+                continue
+            return candidate
+    return None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -96,6 +136,11 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    kind = _kind(path)
+    if kind not in ("zip", "pickle"):
+        raise CheckpointError(
+            f"{path} is not an IA-DETR checkpoint: the file is {kind}; give a .pth file written by training"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:

@@ -10,6 +10,7 @@ exactly the batches an uninterrupted run would have seen, and on CPU reaches the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -29,7 +30,17 @@ from ..data.episodes import SelfQueryEpisodes, TrainEpisodeSampler
 from ..models import build
 from ..models.ia_detr import IADETR
 from . import distributed
-from .checkpoint import FORMAT, check_model_config, load_checkpoint, prune, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    FORMAT,
+    CheckpointError,
+    check_model_config,
+    find_resumable,
+    load_checkpoint,
+    prune,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .evaluate import evaluate_model
 from .hooks import EveryNSteps, MetricsLog, ProgressHook, TimeLimit
 from .loop import Position, amp_dtype_for, train_one_epoch
@@ -72,13 +83,28 @@ def _pretrain(config: Config, model: IADETR, data: SplitData, device: torch.devi
     )
 
 
+def _lock(out: Path) -> object:
+    """An exclusive lock on the run folder, so that two runs never write one folder's checkpoints and metrics."""
+    handle = (out / ".lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.close()
+        raise CheckpointError(
+            f"another training run is writing to {out}; give this one another train.output_dir, or wait for it"
+        ) from error
+    return handle
+
+
 def train(config: Config, resume: str | None = None, progress: bool = True) -> dict:
     """Train ``config``; ``resume`` is a checkpoint path, or ``"auto"`` for the run folder's ``last.pth``."""
     device = distributed.init_from_environment(config.train.device)
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     out = Path(config.train.output_dir)
+    lock = None
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        lock = _lock(out)  # held until this function returns (or the process ends)
         save_config(config, out / "config.yaml")
     torch.manual_seed(config.train.seed)
     train_data = build_split_data(config.data, "train")
@@ -90,8 +116,8 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     model.to(device)
     log = MetricsLog(out, config.train.tensorboard) if main else None
     run_start = time.perf_counter()
-    resume_path = (out / "last.pth") if resume == "auto" else (Path(resume) if resume else None)
-    resuming = resume_path is not None and (resume != "auto" or resume_path.exists())
+    resume_path = find_resumable(out) if resume == "auto" else (Path(resume) if resume else None)
+    resuming = resume_path is not None
     if config.train.pretrain_steps > 0 and not resuming:
         report = _pretrain(config, model, train_data, device, progress and main)
         if main:
@@ -224,4 +250,6 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     }
     # every rank writes its own summary: identical fingerprints show that the replicas stayed in sync
     (out / ("summary.json" if main else f"summary_rank{rank}.json")).write_text(json.dumps(summary, indent=1))
+    if lock is not None:
+        lock.close()
     return summary

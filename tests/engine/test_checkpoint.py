@@ -2,10 +2,18 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from detector.config import Config, from_dict
-from detector.engine.checkpoint import FORMAT, load_checkpoint, load_model
+from detector.engine.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    find_resumable,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from detector.models import build
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -39,3 +47,52 @@ def test_format0_checkpoint_loads_and_gives_the_outputs_it_gave_when_written():
     assert not inference.training
     with torch.no_grad():
         torch.testing.assert_close(inference(*inputs).logits, reference["logits"])
+
+
+def test_files_that_are_not_checkpoints_are_named_for_what_they_are(tmp_path):
+    png = tmp_path / "picture.pth"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    with pytest.raises(CheckpointError, match="the file is a PNG image") as error:
+        load_checkpoint(png)
+    assert "weights_only" not in str(error.value)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty \(0 bytes\)"):
+        load_checkpoint(empty)
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint_and_says_the_disk_is_full(tmp_path, monkeypatch):
+    path = save_checkpoint({"model": {"w": torch.ones(2)}, "config": {}}, tmp_path / "last.pth")
+    before = path.read_bytes()
+
+    def full_disk(obj, handle):
+        handle.write(b"partial")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file: file write failed"
+        )
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="no space left on the device"):
+        save_checkpoint({"model": {}, "config": {}}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary file left behind
+
+
+def test_resume_auto_finds_the_newest_checkpoint_that_loads(tmp_path):
+    for step in (10, 20):
+        save_checkpoint({"model": {"step": torch.tensor(step)}, "config": {}}, tmp_path / f"checkpoint_{step:07d}.pth")
+    (tmp_path / "last.pth").write_bytes(b"PK\x03\x04 truncated")
+    assert find_resumable(tmp_path) == tmp_path / "checkpoint_0000020.pth"
+    (tmp_path / "checkpoint_0000020.pth").write_bytes(b"")
+    assert find_resumable(tmp_path) == tmp_path / "checkpoint_0000010.pth"
+    assert find_resumable(tmp_path / "nothing") is None
+
+
+def test_two_runs_cannot_share_one_output_folder(tmp_path):
+    from detector.engine.trainer import _lock
+
+    first = _lock(tmp_path)
+    with pytest.raises(CheckpointError, match="another training run is writing to"):
+        _lock(tmp_path)
+    first.close()
+    _lock(tmp_path).close()  # free again once the first run ends
