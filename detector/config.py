@@ -21,6 +21,20 @@ from typing import Any
 
 import yaml
 
+# names users reach for first, and the key they mean (the hint of an unknown-key error)
+ALIASES = {
+    "learning_rate": "lr",
+    "lr_rate": "lr",
+    "bs": "batch_size",
+    "batchsize": "batch_size",
+    "steps": "max_steps",
+    "iterations": "max_steps",
+    "epochs": "max_steps",
+    "workers": "num_workers",
+    "heads": "num_heads",
+    "layers": "num_layers",
+}
+
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be turned into a :class:`Config`."""
@@ -187,6 +201,8 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
+        elif value is None and isinstance(out.get(key), dict):
+            continue  # an empty section (``train:`` with nothing under it) changes nothing
         else:
             out[key] = value
     return out
@@ -211,7 +227,73 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load ``path`` (with its ``_base_`` chain), apply ``overrides``, validate into a :class:`Config`."""
     raw = _read_yaml(Path(path)) if path is not None else {}
     raw = merge(raw, parse_overrides(overrides or []))
-    return from_dict(Config, raw)
+    config = from_dict(Config, raw)
+    validate(config)
+    return config
+
+
+# (key, test, what the value must be); checked when a config loads, so a bad value fails before any work
+_RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("data.dataset", lambda v: v in ("synthetic", "coco", "voc", "custom"), "one of synthetic, coco, voc, custom"),
+    ("data.test_size", lambda v: v >= 32, "at least 32 (pixels)"),
+    ("data.target_max_size", lambda v: v >= 32, "at least 32 (pixels)"),
+    ("data.target_sizes", lambda v: len(v) > 0 and min(v) >= 32, "a non-empty list of sizes of at least 32"),
+    ("data.query_size", lambda v: v >= 16, "at least 16 (pixels)"),
+    ("data.size_divisor", lambda v: v >= 16 and v % 16 == 0, "a positive multiple of 16 (the feature stride)"),
+    ("data.min_query_size", lambda v: v >= 1, "at least 1"),
+    ("data.num_workers", lambda v: v >= 0, "0 or more"),
+    ("model.fusion", lambda v: v in ("indirect", "cross", "misaligned"), "one of indirect, cross, misaligned"),
+    (
+        "model.backbone.name",
+        lambda v: v in ("resnet18", "resnet50", "swin_v2_s", "tiny"),
+        "one of resnet18, resnet50, swin_v2_s, tiny",
+    ),
+    ("model.hidden_dim", lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
+    ("model.num_heads", lambda v: v >= 1, "at least 1"),
+    ("model.num_layers", lambda v: v >= 1, "at least 1"),
+    ("model.num_queries", lambda v: v >= 1, "at least 1"),
+    ("model.num_queries_one2many", lambda v: v >= 0, "0 or more"),
+    ("model.one2many_repeats", lambda v: v >= 1, "at least 1"),
+    ("model.identity_classes", lambda v: v >= 0, "0 or more"),
+    ("train.stage", lambda v: v in (1, 2), "1 or 2"),
+    ("train.batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.max_steps", lambda v: v >= 0, "0 or more"),
+    ("train.max_minutes", lambda v: v >= 0, "0 (no limit) or more"),
+    ("train.lr", lambda v: 0 < v < float("inf"), "a positive number"),
+    ("train.warmup_steps", lambda v: v >= 0, "0 or more"),
+    ("train.lr_drop_at", lambda v: 0 <= v <= 1, "a fraction of max_steps, 0 to 1"),
+    ("train.clip_grad_norm", lambda v: v >= 0, "0 (off) or more"),
+    ("train.grad_accum", lambda v: v >= 1, "at least 1"),
+    ("train.amp", lambda v: v in ("auto", "off", "bf16", "fp16"), "one of auto, off, bf16, fp16"),
+    ("train.ema_decay", lambda v: 0 <= v < 1, "0 (off) or a decay below 1"),
+    ("train.checkpoint_every", lambda v: v >= 1, "at least 1 (steps)"),
+    ("train.keep_checkpoints", lambda v: v >= 1, "at least 1"),
+    ("train.eval_every", lambda v: v >= -1, "-1 (never), 0 (at the end) or a number of steps"),
+    ("train.log_every", lambda v: v >= 1, "at least 1 (steps)"),
+    ("train.pretrain_steps", lambda v: v >= 0, "0 (off) or more"),
+    ("train.pretrain_batch_size", lambda v: v >= 1, "at least 1"),
+    ("eval.repeats", lambda v: v >= 1, "at least 1"),
+    ("eval.max_detections", lambda v: v >= 1, "at least 1"),
+    ("eval.nms_iou", lambda v: 0 <= v < 1, "0 (off) or an IoU below 1"),
+    ("eval.absent_per_image", lambda v: v >= 0, "0 or more"),
+    ("eval.max_images", lambda v: v >= 0, "0 (all) or more"),
+    ("eval.batch_size", lambda v: v >= 1, "at least 1"),
+]
+
+
+def validate(config: Config) -> None:
+    """Check every value against what it must be; a :class:`ConfigError` names the key, the value and the rule."""
+    for key, ok, rule in _RULES:
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            raise ConfigError(f"config key {key} must be {rule}, got {value!r}")
+    if config.model.hidden_dim % config.model.num_heads:
+        dim, heads = config.model.hidden_dim, config.model.num_heads
+        raise ConfigError(f"model.hidden_dim ({dim}) must be divisible by model.num_heads ({heads})")
+    if config.data.dataset == "coco" and config.data.split not in (1, 2, 3, 4):
+        raise ConfigError(f"data.split must be 1, 2, 3 or 4 for COCO, got {config.data.split}")
 
 
 def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
@@ -223,7 +305,8 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            close = [ALIASES[key]] if ALIASES.get(key) in fields else []
+            close = close or difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {sorted(fields)}"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")

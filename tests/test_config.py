@@ -48,3 +48,42 @@ def test_sprites_config_is_the_main_job_with_other_data():
         f"{s}_{kind}" for s in ("train", "test") for kind in ("annotations", "images")
     }
     assert sprites["data"]["unseen_classes"] == [f"sprite {i:02d}" for i in range(1, 37) if i % 4 == 1]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=-2", "train.batch_size must be at least 1"),
+        ("train.batch_size=0", "train.batch_size must be at least 1"),
+        ("data.size_divisor=0", "data.size_divisor must be a positive multiple of 16"),
+        ("train.checkpoint_every=0", "train.checkpoint_every must be at least 1"),
+        ("train.log_every=0", "train.log_every must be at least 1"),
+        ("train.grad_accum=0", "train.grad_accum must be at least 1"),
+        ("train.max_steps=-1", "train.max_steps must be 0 or more"),
+        ("train.max_minutes=-5", "train.max_minutes must be 0"),
+        ("train.amp=fp8", "train.amp must be one of auto, off, bf16, fp16"),
+        ("eval.repeats=0", "eval.repeats must be at least 1"),
+        ("data.test_size=0", "data.test_size must be at least 32"),
+        ("model.fusion=other", "model.fusion must be one of indirect, cross, misaligned"),
+        ("data.dataset=imagenet", "data.dataset must be one of synthetic, coco, voc, custom"),
+        ("train.lr=.inf", "train.lr must be a positive number"),
+        ("model.num_heads=3", r"model.hidden_dim \(256\) must be divisible by model.num_heads \(3\)"),
+    ],
+)
+def test_bad_values_fail_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_coco_split_range_and_an_empty_section_that_keeps_its_base(tmp_path):
+    with pytest.raises(ConfigError, match="data.split must be 1, 2, 3 or 4 for COCO"):
+        load_config(None, ["data.dataset=coco", "data.split=5"])
+    (tmp_path / "base.yaml").write_text("train:\n  batch_size: 8\n  lr: 0.001\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntrain:\n")  # an empty section
+    config = load_config(tmp_path / "child.yaml", ["train.seed=3"])
+    assert config.train.batch_size == 8 and config.train.lr == 0.001 and config.train.seed == 3
+
+
+def test_common_names_point_to_the_key_meant():
+    with pytest.raises(ConfigError, match=r"did you mean train\.lr\?"):
+        load_config(None, ["train.learning_rate=0.1"])

@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..config import ConfigError
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -26,6 +28,8 @@ def is_main() -> bool:
 
 def init_from_environment(device: str = "auto") -> torch.device:
     """Join the process group torchrun describes (nccl on GPU, gloo on CPU); pick this process's device."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={device}, but this machine has no CUDA GPU; use train.device=auto or cpu")
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not is_distributed():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")

@@ -58,7 +58,8 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
 def compute_losses(
     model: nn.Module, criterion: SetCriterion, batch: Batch, num_boxes: float | None = None
 ) -> dict[str, torch.Tensor]:
-    """Forward ``batch`` through ``model`` (training mode) and score it with ``criterion``."""
+    """Forward ``batch`` through ``model`` (training mode) and score it with ``criterion``. Non-finite outputs
+    raise FloatingPointError before the matcher sees them (its assignment would fail on them, naming nothing)."""
     outputs = model(
         batch.target_images,
         batch.target_masks,
@@ -67,6 +68,8 @@ def compute_losses(
         batch.image_sizes(),
         class_boxes=[t["class_boxes"] for t in batch.targets],
     )
+    if not (torch.isfinite(outputs.logits).all() and torch.isfinite(outputs.boxes).all()):
+        raise FloatingPointError("the model's outputs are not finite (its weights or this batch's images)")
     return criterion(outputs, batch.targets, num_boxes)
 
 
@@ -96,8 +99,11 @@ def train_one_epoch(
         batch = batch.to(device)
         local_boxes = sum(len(t["boxes"]) for t in batch.targets)
         num_boxes = max(distributed.all_reduce_mean(float(local_boxes), device), 1.0)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            losses = compute_losses(model, criterion, batch, num_boxes)
+        try:
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                losses = compute_losses(model, criterion, batch, num_boxes)
+        except FloatingPointError as error:
+            stop_non_finite(position, {"outputs": float("nan")}, batch, plain, failure_dir, str(error))
         loss = losses["loss"]
         if not torch.isfinite(loss):
             stop_non_finite(position, losses, batch, plain, failure_dir)
@@ -107,9 +113,10 @@ def train_one_epoch(
         images += len(batch) * distributed.world_size()
         if micro % grad_accum:
             continue
-        if clip_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(plain.parameters(), clip_grad_norm)
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(plain.parameters(), clip_grad_norm if clip_grad_norm > 0 else float("inf"))
+        if not scaler.is_enabled() and not torch.isfinite(norm):  # (fp16's scaler skips such steps by itself)
+            stop_non_finite(position, {**losses, "gradient_norm": norm}, batch, plain, failure_dir)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -128,11 +135,14 @@ def train_one_epoch(
     return False
 
 
-def stop_non_finite(position: Position, losses: dict, batch: Batch, model: nn.Module, failure_dir: Path | None) -> None:
-    """Raise FloatingPointError naming the step and the non-finite terms; with ``failure_dir``, the weights
-    before the step and the batch's image ids are saved there first, for a look at what went wrong."""
+def stop_non_finite(
+    position: Position, losses: dict, batch: Batch, model: nn.Module, failure_dir: Path | None, detail: str = ""
+) -> None:
+    """Raise FloatingPointError naming the step and the non-finite terms, before the step changes the weights
+    (so no checkpoint ever holds them); with ``failure_dir``, the weights before the step and the batch's image
+    ids are saved there first, for a look at what went wrong."""
     terms = {k: float(v) for k, v in losses.items()}
-    bad = [k for k, v in terms.items() if not math.isfinite(v)]
+    bad = [k for k, v in terms.items() if not math.isfinite(v)] + ([detail] if detail else [])
     where = ""
     if failure_dir is not None and distributed.is_main():
         path = failure_dir / f"nonfinite_step{position.step:07d}.pth"

@@ -248,3 +248,17 @@ def test_eval_several_split_checkpoints_in_one_call(data_root, tmp_path):
     assert (tmp_path / "eval" / "split1" / "results.json").is_file()
     table = (tmp_path / "eval" / "splits.md").read_text()
     assert "| ours |" in table and "split 1 seen / unseen" in table and "split 2 seen / unseen" in table
+
+
+def test_a_diverging_run_stops_before_any_checkpoint_holds_non_finite_weights(data_root, tmp_path):
+    overrides = _overrides(data_root, tmp_path, "train.max_steps=40", "train.lr=1e2", "train.warmup_steps=0")
+    overrides += ["train.checkpoint_every=1", "train.clip_grad_norm=0", "train.eval_every=-1"]
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml", overrides)
+    with pytest.raises(FloatingPointError, match=r"at step \d+ \(terms \[") as error:
+        train(config, progress=False)
+    assert "matrix contains invalid" not in str(error.value)
+    for path in tmp_path.glob("*.pth"):
+        if path.name.startswith("nonfinite"):
+            continue
+        for name, tensor in load_checkpoint(path)["model"].items():
+            assert torch.isfinite(tensor.float()).all(), f"{path.name}: {name}"

@@ -73,7 +73,7 @@ def test_k_shot_with_copies_equals_one_shot():
 
 
 def test_unknown_fusion_names_choices():
-    with pytest.raises(ValueError, match="choose one of indirect, cross, misaligned"):
+    with pytest.raises(ValueError, match="model.fusion must be one of indirect, cross, misaligned"):
         tiny_detector("model.fusion=other")
 
 
