@@ -184,8 +184,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config {path} inherits itself through _base_")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    with path.open() as handle:
-        raw = yaml.safe_load(handle) or {}
+    try:
+        with path.open() as handle:
+            raw = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping, not {type(raw).__name__}")
     base = raw.pop("_base_", None)
@@ -219,7 +224,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: {text!r} is not a valid YAML value") from None
     return tree
 
 

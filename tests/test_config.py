@@ -87,3 +87,11 @@ def test_coco_split_range_and_an_empty_section_that_keeps_its_base(tmp_path):
 def test_common_names_point_to_the_key_meant():
     with pytest.raises(ConfigError, match=r"did you mean train\.lr\?"):
         load_config(None, ["train.learning_rate=0.1"])
+
+
+def test_invalid_yaml_names_the_file_and_the_line(tmp_path):
+    (tmp_path / "broken.yaml").write_text("train:\n  lr: [0.1\n  batch_size: 2\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML at line \d+"):
+        load_config(tmp_path / "broken.yaml")
+    with pytest.raises(ConfigError, match="is not a valid YAML value"):
+        load_config(None, ["train.target_sizes=[1,2"])

@@ -18,9 +18,12 @@ from .common import command
 
 
 def model_info(
-    config_path: str, target_size: int = 512, query_size: int = 300, overrides: list[str] | None = None
+    config_path: str, target_size: int | None = None, query_size: int | None = None, overrides: list[str] | None = None
 ) -> dict:
+    """Parameters and FLOPs at ``target_size`` x ``target_size`` and ``query_size`` (default: the config's
+    ``data.test_size`` and ``data.query_size``)."""
     config = load_config(config_path, overrides or [])
+    target_size, query_size = target_size or config.data.test_size, query_size or config.data.query_size
     model = build_model(config.model, load_weights=False, query_extent=query_size).eval()
     components = {
         "backbone": model.backbone,
@@ -72,8 +75,8 @@ def model_info(
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
-    parser.add_argument("--target-size", type=int, default=512)
-    parser.add_argument("--query-size", type=int, default=300)
+    parser.add_argument("--target-size", type=int, help="default: the config's data.test_size")
+    parser.add_argument("--query-size", type=int, help="default: the config's data.query_size")
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args(argv)
     info = model_info(args.config, args.target_size, args.query_size, args.overrides)

@@ -81,3 +81,15 @@ def test_coco_loader_errors_and_cleaning(tmp_path):
         load_coco(tmp_path / "broken.json", tmp_path)
     (tmp_path / "empty.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     assert load_coco(tmp_path / "empty.json", tmp_path).images == []
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    from PIL import Image
+
+    from detector.data.images import MAX_PIXELS, ImageReadError, load_image
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (11_000, 10_000)).save(path)  # 110 megapixels, a few kilobytes on disk
+    assert MAX_PIXELS < 11_000 * 10_000
+    with pytest.raises(ImageReadError, match="110 megapixels, above the 100-megapixel limit"):
+        load_image(path)
