@@ -1,7 +1,9 @@
 """Check a COCO-format data set before training on it.
 
-Reports missing or unreadable images, images whose stored size differs from the annotation, degenerate or
-out-of-image boxes, annotations with unknown category ids, and classes without a usable query exemplar.
+Reports records that break the format (see ``coco.record_problems``: wrong field kinds, duplicate ids, orphan
+annotations, non-finite boxes, file names outside the image folder), missing or unreadable images, images whose
+stored size differs from the annotation, degenerate or out-of-image boxes, annotations with unknown category ids,
+and classes without a usable query exemplar.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from .coco import record_problems
 from .images import ImageReadError, load_image
 
 
@@ -34,9 +37,12 @@ def check_coco(
         coco = json.loads(annotation_file.read_text())
     except (OSError, json.JSONDecodeError) as error:
         return {"ok": False, "problems": {"annotation_file": [f"{annotation_file}: {error}"]}, "counts": {}}
+    invalid = record_problems(coco)
+    if invalid:  # the checks below read these fields: report what is broken first
+        return {"ok": False, "problems": {"invalid_records": invalid}, "counts": {}}
     categories = {c["id"]: c["name"] for c in coco.get("categories", [])}
     images = {im["id"]: im for im in coco.get("images", [])}
-    usable = Counter()
+    usable, boxes = Counter(), Counter()
     for ann in coco.get("annotations", []):
         where = f"annotation {ann.get('id')} (image {ann.get('image_id')})"
         if ann.get("category_id") not in categories:
@@ -44,6 +50,7 @@ def check_coco(
             continue
         image = images.get(ann.get("image_id"))
         x, y, w, h = ann["bbox"]
+        boxes[ann["category_id"]] += 1
         if w < 1 or h < 1:
             problems["degenerate_boxes"].append(f"{where}: bbox {ann['bbox']} has width or height below 1 px")
             continue
@@ -56,7 +63,9 @@ def check_coco(
     for cid, name in categories.items():
         if usable[cid] == 0:
             problems["classes_without_queries"].append(
-                f"class {name!r} (id {cid}) has no box with both sides >= {min_query_size} px"
+                f"class {name!r} (id {cid}) has no box at all"
+                if boxes[cid] == 0
+                else f"class {name!r} (id {cid}) has {boxes[cid]} boxes, none with both sides >= {min_query_size} px"
             )
     for image in images.values():
         path = image_dir / image["file_name"]

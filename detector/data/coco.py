@@ -20,6 +20,65 @@ class AnnotationError(ValueError):
     """An annotation file that cannot be used as it is."""
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def record_problems(coco: object) -> list[str]:
+    """Every structural problem of a COCO-format mapping, one line each naming the record and the fix: lists
+    and fields of the wrong kind, duplicate ids, annotations of images that do not exist, boxes that are not four
+    finite numbers, ``file_name`` values that leave the image folder. Empty when the file can be loaded."""
+    if not isinstance(coco, dict):
+        return [f"the file holds a {type(coco).__name__}, not a COCO object with images, annotations, categories"]
+    problems = []
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            problems.append(f"'{key}' is {'missing' if key not in coco else 'not a list'} (COCO format needs it)")
+    if problems:
+        return problems
+    image_ids: set = set()
+    for i, image in enumerate(coco["images"]):
+        where = f"images[{i}]"
+        if not isinstance(image, dict) or not isinstance(image.get("id"), int) or isinstance(image.get("id"), bool):
+            problems.append(f"{where}: needs an integer 'id'")
+            continue
+        where = f"image {image['id']}"
+        if image["id"] in image_ids:
+            problems.append(f"{where}: the id is used twice; give every image its own id")
+        image_ids.add(image["id"])
+        name = image.get("file_name")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}: needs a 'file_name' string")
+        elif Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(
+                f"{where}: file_name {name!r} must be a path inside the image folder (no '..', not absolute)"
+            )
+        for key in ("width", "height"):
+            if not isinstance(image.get(key), int) or isinstance(image.get(key), bool) or image[key] < 1:
+                problems.append(f"{where}: needs a positive integer '{key}', got {image.get(key)!r}")
+    category_ids: set = set()
+    for i, category in enumerate(coco["categories"]):
+        if not isinstance(category, dict) or not isinstance(category.get("id"), int) or not category.get("name"):
+            problems.append(f"categories[{i}]: needs an integer 'id' and a 'name'")
+            continue
+        if category["id"] in category_ids:
+            problems.append(f"category {category['id']}: the id is used twice")
+        category_ids.add(category["id"])
+    for i, ann in enumerate(coco["annotations"]):
+        where = f"annotation {ann.get('id', f'[{i}]')}" if isinstance(ann, dict) else f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            problems.append(f"{where}: is not an object")
+            continue
+        if ann.get("image_id") not in image_ids:
+            problems.append(f"{where}: image_id {ann.get('image_id')!r} is not an image of the file")
+        if not isinstance(ann.get("category_id"), int):
+            problems.append(f"{where}: needs an integer 'category_id', got {ann.get('category_id')!r}")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+            problems.append(f"{where}: bbox must be [x, y, width, height], four finite numbers; got {bbox!r}")
+    return problems
+
+
 def load_coco(annotation_file: str | Path, image_dir: str | Path, name: str | None = None) -> DetectionData:
     """Load a COCO-format JSON file through pycocotools.
 
@@ -31,13 +90,17 @@ def load_coco(annotation_file: str | Path, image_dir: str | Path, name: str | No
     if not annotation_file.is_file():
         raise AnnotationError(f"annotation file {annotation_file} does not exist")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(annotation_file))
+        raw = json.loads(annotation_file.read_text())
     except json.JSONDecodeError as error:
         raise AnnotationError(f"annotation file {annotation_file} is not valid JSON: {error}") from error
-    for key in ("images", "annotations", "categories"):
-        if key not in coco.dataset:
-            raise AnnotationError(f"annotation file {annotation_file} has no '{key}' list (not COCO format)")
+    problems = record_problems(raw)
+    if problems:
+        more = f" (and {len(problems) - 3} more; tools/check_dataset.py lists them all)" if len(problems) > 3 else ""
+        raise AnnotationError(f"annotation file {annotation_file}: " + "; ".join(problems[:3]) + more)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = raw
+        coco.createIndex()
     categories = [
         Category(int(c["id"]), str(c["name"])) for c in sorted(coco.dataset["categories"], key=lambda c: c["id"])
     ]
