@@ -1,6 +1,9 @@
 """Export a checkpoint to ONNX (and TorchScript) and check onnxruntime against PyTorch.
 
 python tools/export.py --checkpoint outputs/demo/train/last.pth --out outputs/export/ia_detr.onnx
+
+Writes the ONNX model, a JSON file beside it with the preprocessing it needs (``OnnxPredictor`` and
+``tools/infer.py --onnx`` read it), and with ``--torchscript`` a traced module ending in ``.pt``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 from pathlib import Path
 
 from ..inference.export import check_onnx, export_onnx, export_torchscript
+from ..inference.onnx_runner import export_settings
 from ..inference.predictor import Predictor
 from .common import command
 
@@ -41,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = predictor.config.data
     size = args.size or math.ceil(max(data.target_max_size, data.query_size) / 32) * 32
     path = export_onnx(predictor.model, args.out, size, data.query_size)
+    settings = export_settings(vars(data), size, predictor.config.eval.max_detections, predictor.config.eval.nms_iou)
+    path.with_suffix(".json").write_text(json.dumps(settings, indent=1))  # what OnnxPredictor needs
     report = {"onnx": str(path), "grid": size, **check_onnx(predictor.model, path, size, data.query_size)}
     if args.torchscript:
         report["torchscript"] = str(export_torchscript(predictor.model, path.with_suffix(".pt"), size, data.query_size))

@@ -3,6 +3,7 @@
     python tools/infer.py --checkpoint best.pth --query mug.jpg --query-box 10,20,200,240 \\
         --target photos/ --out outputs/infer
     python tools/infer.py --checkpoint best.pth --query a.jpg b.jpg --query-box 10,20,200,240 whole ...   # k-shot
+    python tools/infer.py --onnx outputs/export/ia_detr.onnx --query mug.jpg --target photos/   # onnxruntime
 
 Writes ``detections.json`` in COCO results format (``image_id``, ``category_id`` 1, ``bbox`` ``[x, y, w, h]``,
 ``score``; ``pycocotools``' ``COCO.loadRes`` reads it), ``images.json`` beside it (the image ids with their file
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from ..data.images import load_image
 from ..data.transforms import crop_box
 from ..inference.batch import find_targets, picture_names, predict_images
+from ..inference.onnx_runner import OnnxPredictor
 from ..inference.predictor import Predictor, check_query_box
 from ..visualize import draw_detections, save_rgb
 from .common import command
@@ -39,7 +41,9 @@ def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
 @command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a training checkpoint")
+    model.add_argument("--onnx", help="a model exported by tools/export.py, run with onnxruntime")
     parser.add_argument("--query", required=True, nargs="+", help="query image(s); several: k-shot")
     parser.add_argument("--query-box", nargs="+", help="X1,Y1,X2,Y2 or 'whole', one per query (default: whole)")
     parser.add_argument("--target", required=True, help="an image, a folder or a glob pattern")
@@ -64,7 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
     for written in [out / n for n in names] + [out / "detections.json", out / "images.json"]:
         if written.resolve() in inputs:
             raise ValueError(f"--out {out} would overwrite the input image {written}; choose another --out folder")
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.nms_iou, args.batch_size, args.compile)
+    if args.onnx:
+        predictor = OnnxPredictor(args.onnx)
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.nms_iou, args.batch_size, args.compile)
     out.mkdir(parents=True, exist_ok=True)
     images, rows, bad = [], [], []
     name_of = dict(zip(paths, names))
