@@ -97,14 +97,23 @@ def _lock(out: Path) -> object:
 
 
 def train(config: Config, resume: str | None = None, progress: bool = True) -> dict:
-    """Train ``config``; ``resume`` is a checkpoint path, or ``"auto"`` for the run folder's ``last.pth``."""
+    """Train ``config``; ``resume`` is a checkpoint path, or ``"auto"`` for the newest checkpoint of the run
+    folder that loads. The run folder is locked while this runs (released however it ends)."""
     device = distributed.init_from_environment(config.train.device)
-    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     out = Path(config.train.output_dir)
-    lock = None
+    if not distributed.is_main():
+        return _train(config, resume, progress, device, out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _train(config, resume, progress, device, out)
+    finally:
+        lock.close()
+
+
+def _train(config: Config, resume: str | None, progress: bool, device: torch.device, out: Path) -> dict:
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = _lock(out)  # held until this function returns (or the process ends)
         save_config(config, out / "config.yaml")
     torch.manual_seed(config.train.seed)
     train_data = build_split_data(config.data, "train")
@@ -250,6 +259,4 @@ def train(config: Config, resume: str | None = None, progress: bool = True) -> d
     }
     # every rank writes its own summary: identical fingerprints show that the replicas stayed in sync
     (out / ("summary.json" if main else f"summary_rank{rank}.json")).write_text(json.dumps(summary, indent=1))
-    if lock is not None:
-        lock.close()
     return summary

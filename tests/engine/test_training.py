@@ -257,6 +257,9 @@ def test_a_diverging_run_stops_before_any_checkpoint_holds_non_finite_weights(da
     with pytest.raises(FloatingPointError, match=r"at step \d+ \(terms \[") as error:
         train(config, progress=False)
     assert "matrix contains invalid" not in str(error.value)
+    from detector.engine.trainer import _lock
+
+    _lock(tmp_path).close()  # the failed run released its folder (a retry in the same session may use it)
     for path in tmp_path.glob("*.pth"):
         if path.name.startswith("nonfinite"):
             continue
