@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,7 +40,6 @@ class StepReport:
     losses: dict[str, torch.Tensor]
     lr: float
     images_per_s: float
-    extra: dict = field(default_factory=dict)
 
 
 Hook = Callable[[StepReport], bool | None]

@@ -65,10 +65,6 @@ class IdentityHead(nn.Module):
         self.classifier = nn.Linear(dim, num_classes)
         self.stride = stride
 
-    @property
-    def num_classes(self) -> int:
-        return self.classifier.out_features
-
     def forward(
         self,
         query_embedding: torch.Tensor,
