@@ -8,6 +8,7 @@ for item in predict_images(predictor, "mug.jpg", (10, 20, 200, 240), find_target
 from __future__ import annotations
 
 import glob
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,11 @@ def find_targets(spec: str | Path) -> list[Path]:
 def picture_names(paths: list[Path]) -> list[str]:
     """One distinct picture name per target: ``stem.png``; ``stem_ext.png`` where two targets share a stem,
     then a counter."""
-    stems = [p.stem for p in paths]
+    stems = Counter(p.stem for p in paths)
     names, used = [], set()
-    for path, stem in zip(paths, stems):
-        name = f"{stem}.png" if stems.count(stem) == 1 else f"{stem}_{path.suffix.lstrip('.')}.png"
+    for path in paths:
+        stem = path.stem
+        name = f"{stem}.png" if stems[stem] == 1 else f"{stem}_{path.suffix.lstrip('.')}.png"
         base, n = name[:-4], 1
         while name in used:
             n += 1

@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from test_training import TINY
 
 from detector.config import load_config
 from detector.data.build import build_split_data
@@ -12,23 +13,8 @@ from detector.evaluation.evaluator import OneShotEvaluator
 from detector.models import build
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = [
-    "model.backbone.width=8",
-    "model.hidden_dim=32",
-    "model.num_heads=4",
-    "model.num_layers=1",
-    "model.ffn_dim=64",
-    "model.num_queries=8",
-    "model.bias_hidden_dim=16",
-    "data.test_size=96",
-    "data.target_max_size=128",
-    "data.query_size=32",
-    "data.min_query_size=8",
-    "data.num_workers=0",
-    "eval.repeats=2",
-    "eval.max_images=8",
-    "eval.batch_size=3",
-]
+# the small model of the training tests, evaluated on 8 images x 2 repeats, 3 episodes a batch
+SMALL = [*TINY, "eval.repeats=2", "eval.max_images=8", "eval.batch_size=3"]
 
 
 def test_unreadable_test_image_drops_its_episodes_and_scores_the_rest_by_identity(
