@@ -38,8 +38,8 @@ class OneShotEvaluator:
         self.reset()
 
     def reset(self) -> None:
-        # per processed episode: (image id, repeat, present, COCO-format detections)
-        self.episodes: list[tuple[int, int, bool, list[dict]]] = []
+        # per processed episode: (image id, repeat, present, COCO-format detections, class id)
+        self.episodes: list[tuple[int, int, bool, list[dict], int]] = []
         self.dropped: list[tuple[int, str]] = []  # (image id, reason)
 
     def drop(self, episode: Episode, reason: str) -> None:
@@ -62,7 +62,7 @@ class OneShotEvaluator:
                 }
                 for b, s in zip(boxes[order].tolist(), scores[order].tolist())
             ]
-            self.episodes.append((image_id, episode.repeat, episode.present, rows))
+            self.episodes.append((image_id, episode.repeat, episode.present, rows, episode.category_id))
 
     def _collect(self) -> None:
         """Group the detections of the scored images by repeat (absent episodes apart)."""
@@ -71,19 +71,24 @@ class OneShotEvaluator:
         self.present: dict[int, list[dict]] = defaultdict(list)
         self.absent: dict[int, list[dict]] = defaultdict(list)
         self.absent_episodes: dict[int, int] = defaultdict(int)
-        for image_id, repeat, present, rows in self.episodes:
+        self.queried: set[tuple[int, int]] = set()  # (image id, class id) of the present episodes run
+        for image_id, repeat, present, rows, category_id in self.episodes:
             if image_id in excluded:
                 continue
             if present:
                 self.present[repeat].extend(rows)
+                self.queried.add((image_id, category_id))
             else:
                 self.absent[repeat].extend(rows)
                 self.absent_episodes[repeat] += 1
 
     def _ground_truth(self) -> COCO:
+        """The scored images' boxes of the (image, class) pairs an episode searched. A pair no episode could
+        search (a class whose only exemplars are in this image has no query) is not scored: counting its
+        boxes as missed would charge the detector for an episode that never ran."""
         coco = self.data.to_coco()
         coco["images"] = [im for im in coco["images"] if im["id"] in self.images]
-        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in self.images]
+        coco["annotations"] = [a for a in coco["annotations"] if (a["image_id"], a["category_id"]) in self.queried]
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO()
             gt.dataset = coco
@@ -145,7 +150,22 @@ class OneShotEvaluator:
         result["dropped_episodes"] = len(self.dropped)
         result["excluded_images"] = len({image_id for image_id, _ in self.dropped})
         result["drop_reasons"] = sorted({reason for _, reason in self.dropped})
+        result["unqueried_classes"] = self._unqueried_classes()
         return result
+
+    def _unqueried_classes(self) -> list[str]:
+        """Split classes with boxes in the scored images but no episode at all (no exemplar outside the one
+        image that holds them): they are left out of every mean, not scored as AP 0."""
+        queried = {c for _, c in self.queried}
+        annotated = {
+            int(label)
+            for record in self.data.images
+            if record.image_id in self.images
+            for label, ignore in zip(record.labels, record.ignore)
+            if not ignore
+        }
+        ids = (set(self.seen_ids) | set(self.unseen_ids)) & annotated
+        return sorted(self.data.category(c).name for c in ids - queried)
 
 
 def summarise_repeats(per_repeat: list[dict], split: Split, images: int) -> dict:

@@ -36,7 +36,14 @@ def console_table(result: dict) -> str:
             lines.append(f"{key}: {_pm(result, key)}")
     if result.get("dropped_episodes"):
         lines.append(_dropped(result))
+    if result.get("unqueried_classes"):
+        lines.append(_unqueried(result))
     return "\n".join(lines)
+
+
+def _unqueried(result: dict) -> str:
+    names = ", ".join(result["unqueried_classes"])
+    return f"not scored (no query exemplar outside the one image that holds them): {names}"
 
 
 def _dropped(result: dict) -> str:
@@ -54,6 +61,7 @@ def markdown_report(result: dict, settings: dict) -> str:
         "",
         f"- images: {result['images']}, repeats: {result['repeats']}",
         *([f"- {_dropped(result)}"] if result.get("dropped_episodes") else []),
+        *([f"- {_unqueried(result)}"] if result.get("unqueried_classes") else []),
         "",
         "## Means over classes",
         "",

@@ -12,6 +12,7 @@ from detector.data.query_pool import QueryRecord
 from detector.data.records import Category, DetectionData, ImageRecord
 from detector.data.splits import Split
 from detector.evaluation.evaluator import OneShotEvaluator
+from detector.evaluation.report import console_table
 from detector.evaluation.template_baseline import TemplateMatcher
 
 
@@ -134,6 +135,40 @@ def test_absent_episodes_count_false_positives():
     assert result["seen_ap50"] == pytest.approx(100.0)  # the standard protocol never sees the false positive
     # with it: one false positive ranked above three hits -> interpolated precision 3/4 at every recall
     assert result["seen_ap50_with_absent"] == pytest.approx(75.0)
+
+
+def test_a_class_or_pair_no_episode_could_search_is_not_scored_as_missed():
+    data = _data()
+    data = DetectionData(  # bird: one instance in a.jpg, so no exemplar outside its image and no episode
+        "toy",
+        [*data.categories, Category(3, "bird")],
+        [
+            ImageRecord(
+                10,
+                Path("a.jpg"),
+                100,
+                100,
+                np.array([[10, 10, 30, 30], [50, 50, 90, 90], [35, 0, 45, 8]], np.float32),
+                np.array([1, 2, 3]),
+                np.array([False, False, False]),
+            ),
+            *data.images[1:],
+        ],
+    )
+    split = Split(seen=("cat", "bird"), unseen=("dog",))
+    evaluator = OneShotEvaluator(data, split)
+    for image_id in (10, 11):  # every cat found exactly
+        record = data.images[data.index_of(image_id)]
+        cats = record.boxes[record.labels == 1]
+        evaluator.process([_episode(data, image_id, 1)], [{"boxes": cats, "scores": np.ones(len(cats))}])
+    # dog searched in c.jpg only (found); the dog of a.jpg was never searched for
+    evaluator.process([_episode(data, 12, 2)], [{"boxes": np.array([[5, 5, 50, 50]]), "scores": np.array([0.9])}])
+    result = evaluator.evaluate()
+    assert result["unqueried_classes"] == ["bird"]
+    assert "bird" not in result["per_class"] or np.isnan(result["per_class"]["bird"]["ap50"])
+    assert result["seen_ap50"] == pytest.approx(100.0)  # the mean of cat alone, not (100 + 0) / 2
+    assert result["unseen_ap50"] == pytest.approx(100.0)  # the unsearched dog of a.jpg is not a miss
+    assert "bird" in console_table(result)
 
 
 def test_template_baseline_finds_a_pasted_object():
