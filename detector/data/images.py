@@ -52,7 +52,13 @@ def load_image(path: str | Path) -> np.ndarray:
                 )
             image = ImageOps.exif_transpose(image)
             array = to_rgb_array(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # Pillow refuses over twice its limit before reading the size
+        raise ImageReadError(
+            path,
+            f"over {2 * MAX_PIXELS / 1e6:.0f} megapixels, above the {MAX_PIXELS / 1e6:.0f}-megapixel limit",
+            "downscale it first; the model works at a 512-pixel side",
+        ) from error
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageReadError(
             path, f"not a decodable image ({error})", "re-export the file or remove it from the data set"
         ) from error

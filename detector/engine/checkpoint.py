@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import Config, from_dict
 from ..models.build import build_model
@@ -179,6 +180,30 @@ def load_model(path: str | Path, config: Config | None = None) -> tuple[IADETR, 
             f"{result.unexpected_keys[:5]}); it was written by another version of the code or edited"
         )
     return model.eval(), config
+
+
+def initialise_from(model: nn.Module, path: str | Path) -> list[str]:
+    """Start ``model`` from the model weights of checkpoint ``path`` (``train.init_from``, e.g. stage 1's run):
+    parameters present in both must agree in shape; parameters only the model has keep their initial values
+    (their names are returned). A checkpoint of another model (other sizes, or no parameter in common) is an
+    error naming what differs, before any step runs."""
+    state = load_checkpoint(path)
+    own = model.state_dict()
+    weights = state["model"]
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    common = [k for k in weights if k in own]
+    if mismatched or not common:
+        what = "; ".join(mismatched[:4]) if mismatched else "no parameter in common"
+        raise CheckpointError(
+            f"train.init_from {path} was trained with another model config ({what}); give a checkpoint of this "
+            f"model config (its stage-1 run), or unset train.init_from"
+        )
+    result = model.load_state_dict({k: weights[k] for k in common}, strict=False)
+    return list(result.missing_keys)
 
 
 def check_model_config(saved: dict, current: dict, path: str | Path) -> None:

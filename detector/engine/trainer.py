@@ -35,6 +35,7 @@ from .checkpoint import (
     CheckpointError,
     check_model_config,
     find_resumable,
+    initialise_from,
     load_checkpoint,
     prune,
     rng_state,
@@ -120,8 +121,8 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
     sampler, targets = build_episode_source(config, train_data)
     model, criterion, postprocessor = build(config)
     if config.train.init_from and not resume:
-        result = model.load_state_dict(load_checkpoint(config.train.init_from)["model"], strict=False)
-        logger.info("initialised from %s (missing %s)", config.train.init_from, result.missing_keys)
+        missing = initialise_from(model, config.train.init_from)
+        logger.info("initialised from %s (kept their initial values: %s)", config.train.init_from, missing)
     model.to(device)
     log = MetricsLog(out, config.train.tensorboard) if main else None
     run_start = time.perf_counter()

@@ -214,7 +214,13 @@ def _read_state_file(path: Path) -> dict:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        try:
+            from safetensors.torch import load_file
+        except ImportError as error:
+            raise WeightsError(
+                f"{path} is a .safetensors file, which needs the safetensors package: pip install safetensors "
+                f"(or convert the weights to a .pth file)"
+            ) from error
 
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
