@@ -11,6 +11,7 @@ A command is written as ``run(argv) -> result`` and decorated with :func:`comman
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,15 @@ from ..data.images import ImageReadError
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointError
 from ..models.backbone import WeightsError
+
+
+def dry_run(config: Any) -> dict:
+    """``--dry-run``: the config is loaded and validated (unknown keys, values out of range); print it resolved,
+    as the run would use it, and read or write nothing else."""
+    resolved = config.to_dict()
+    print(json.dumps({"dry_run": True, "config": resolved}, indent=1))
+    return {"dry_run": True, "config": resolved}
+
 
 USER_ERRORS = (ConfigError, CheckpointError, ImageReadError, WeightsError, FileNotFoundError, ValueError)
 

@@ -22,7 +22,7 @@ from ..engine.checkpoint import load_checkpoint
 from ..engine.evaluate import evaluate_checkpoint, evaluate_template
 from ..evaluation.report import console_table, four_split_table, write_reports
 from ..evaluation.template_baseline import TemplateMatcher
-from .common import command
+from .common import command, dry_run
 
 
 @command()
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-images", type=int)
     parser.add_argument("--out", default="outputs/eval")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate the config and overrides, print it resolved, and stop"
+    )
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args(argv)
     # "--checkpoint a.pth key=value" hands the override to --checkpoint: give it back
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.checkpoint and not args.baseline:
         parser.error("give --checkpoint FILE [FILE ...] or --baseline template")
     base = load_config(args.config, overrides)
+    if args.dry_run:
+        return dry_run(base)
     device = distributed.init_from_environment(base.train.device)
     runs = [(None, base)] if args.baseline else []
     for path in args.checkpoint:

@@ -13,7 +13,7 @@ import logging
 from ..config import load_config
 from ..engine import distributed
 from ..engine.trainer import train
-from .common import command
+from .common import command, dry_run
 
 
 @command()
@@ -22,10 +22,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--config", required=True)
     parser.add_argument("--resume", help="'auto' (the run folder's last.pth, if any) or a checkpoint path")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate the config and overrides, print it resolved, and stop"
+    )
     parser.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = train(load_config(args.config, args.overrides), resume=args.resume, progress=not args.no_progress)
+    config = load_config(args.config, args.overrides)
+    if args.dry_run:
+        return dry_run(config)
+    summary = train(config, resume=args.resume, progress=not args.no_progress)
     if distributed.is_main():
         print(json.dumps(summary))
     return summary
