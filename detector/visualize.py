@@ -28,24 +28,47 @@ def draw_detections(
         x1, y1, x2, y2 = (round(float(v)) for v in boxes[i])
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
     if scores is not None:
-        for i in reversed(order):
-            x1, y1 = round(float(boxes[i][0])), round(float(boxes[i][1]))
-            label = f"{float(scores[i]):.2f}"
-            (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-            cv2.rectangle(canvas, (x1, max(0, y1 - th - 4)), (x1 + tw + 2, max(th + 4, y1)), colour, -1)
-            cv2.putText(
-                canvas,
-                label,
-                (x1 + 1, max(th + 1, y1 - 3)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.4,
-                (255, 255, 255),
-                1,
-                cv2.LINE_AA,
-            )
+        labels = [f"{float(scores[i]):.2f}" for i in order]
+        sizes = [cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0] for label in labels]
+        sizes = [(tw + 2, th + 4) for tw, th in sizes]
+        places = place_labels(np.asarray(boxes, np.float64)[list(order)], sizes, canvas.shape[:2])
+        for label, place in zip(labels, places):
+            if place is None:
+                continue
+            x1, y1, x2, y2 = place
+            cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), colour, -1)
+            cv2.putText(canvas, label, (x1 + 1, y2 - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     if query is None:
         return canvas
     return _with_query_panel(canvas, query if isinstance(query, list) else [query])
+
+
+def place_labels(
+    boxes: np.ndarray, sizes: list[tuple[int, int]], image_size: tuple[int, int]
+) -> list[tuple[int, int, int, int] | None]:
+    """Where to draw each box's label, best box first: ``boxes`` ``(n, 4)`` xyxy in order of priority,
+    ``sizes`` the labels' ``(width, height)``, ``image_size`` ``(H, W)``. Each label takes the first of these
+    places that lies in the image and overlaps no label placed before it: above the box's top-left corner,
+    inside it there, below the box, above its top-right corner, inside its bottom-left corner. A label with
+    no free place is left out (``None``), so labels never cover each other; the best box always gets one.
+    Returns ``(x1, y1, x2, y2)`` pixel rectangles (end exclusive)."""
+    height, width = image_size
+    placed: list[tuple[int, int, int, int]] = []
+    out: list[tuple[int, int, int, int] | None] = []
+    for box, (w, h) in zip(boxes, sizes):
+        bx1, by1, bx2, by2 = (round(float(v)) for v in box)
+        candidates = [(bx1, by1 - h), (bx1, by1), (bx1, by2), (bx2 - w, by1 - h), (bx1, by2 - h)]
+        chosen = None
+        for x, y in candidates:
+            x, y = min(max(0, x), max(0, width - w)), min(max(0, y), max(0, height - h))
+            rect = (x, y, x + w, y + h)
+            if not any(rect[0] < p[2] and p[0] < rect[2] and rect[1] < p[3] and p[1] < rect[3] for p in placed):
+                chosen = rect
+                break
+        if chosen is not None:
+            placed.append(chosen)
+        out.append(chosen)
+    return out
 
 
 def _with_query_panel(canvas: np.ndarray, queries: list[np.ndarray]) -> np.ndarray:
