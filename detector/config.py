@@ -160,6 +160,12 @@ class EvalConfig:
     absent_per_image: int = 2
     max_images: int = 0  # 0: all test images
     batch_size: int = 4
+    # coco: AP per class over the whole test set with pycocotools (CoAE, BHRL); per-image: the official IA-DETR's
+    # AP50 per (image, class), averaged over images (detector/evaluation/per_image.py); both: the two, one pass
+    protocol: str = "coco"
+    # standard: RandomState(image id) shuffles the class's pool without the image's own exemplars; official: the
+    # official IA-DETR's rule (Python's random seeded with the file name; the image's own exemplars may be drawn)
+    queries: str = "standard"
 
 
 @dataclass
@@ -286,6 +292,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("eval.absent_per_image", lambda v: v >= 0, "0 or more"),
     ("eval.max_images", lambda v: v >= 0, "0 (all) or more"),
     ("eval.batch_size", lambda v: v >= 1, "at least 1"),
+    ("eval.protocol", lambda v: v in ("coco", "per-image", "both"), "one of coco, per-image, both"),
+    ("eval.queries", lambda v: v in ("standard", "official"), "one of standard, official"),
 ]
 
 

@@ -111,6 +111,13 @@ PLAN: dict[str, tuple[str, list[str], list[str]]] = {
         ["outputs/eval/results.json"],
     ),
     "python tools/eval.py --config configs/tiny_synthetic.yaml --baseline template": ("run", FEW, []),
+    "python tools/eval.py --config configs/demo.yaml --checkpoint outputs/demo/train/last.pth --protocol both": (
+        "run",
+        EVAL,
+        ["outputs/eval/results.md"],
+    ),
+    "python tools/eval.py --config configs/demo.yaml --checkpoint outputs/demo/train/last.pth --protocol per-image "
+    "--queries official": ("run", EVAL, ["outputs/eval/results.json"]),
     "python tools/eval.py --config configs/ia_detr_r50.yaml --checkpoint s1.pth s2.pth s3.pth s4.pth "
     "--out outputs/four": ("dry", [], []),
     "python tools/infer.py --checkpoint outputs/demo/train/last.pth --query q.jpg --query-box 10,20,90,120 "

@@ -3,6 +3,7 @@
     python tools/eval.py --config configs/tiny_synthetic.yaml --checkpoint outputs/tiny/last.pth
     python tools/eval.py --config configs/tiny_synthetic.yaml --baseline template
     python tools/eval.py --config configs/coco/split1.yaml --checkpoint s1.pth s2.pth s3.pth s4.pth --out four/
+    python tools/eval.py --config configs/tiny_synthetic.yaml --checkpoint outputs/tiny/last.pth --protocol both
 
 With several checkpoints (one per split, each knowing its split), the four-split table is written too.
 Under torchrun the episodes are sharded over processes and gathered on rank 0.
@@ -35,6 +36,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", type=int)
     parser.add_argument("--absent", action="store_true", help="extended protocol: also query absent classes")
     parser.add_argument("--max-images", type=int)
+    parser.add_argument(
+        "--protocol",
+        choices=["coco", "per-image", "both"],
+        help="coco: pycocotools AP over the test set (CoAE, BHRL; the default); per-image: the official IA-DETR's "
+        "AP50 per (image, class) averaged over images; both: the two from one pass",
+    )
+    parser.add_argument(
+        "--queries", choices=["standard", "official"], help="query choice: standard (default) or the official code's"
+    )
     parser.add_argument("--out", default="outputs/eval")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -49,6 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     overrides += ["eval.absent=true"] if args.absent else []
     overrides += [f"eval.max_images={args.max_images}"] if args.max_images is not None else []
     overrides += [f"data.split={args.split}"] if args.split else []
+    overrides += [f"eval.protocol={args.protocol}"] if args.protocol else []
+    overrides += [f"eval.queries={args.queries}"] if args.queries else []
     if not args.checkpoint and not args.baseline:
         parser.error("give --checkpoint FILE [FILE ...] or --baseline template")
     base = load_config(args.config, overrides)
@@ -77,6 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "repeats": config.eval.repeats,
                 "absent": config.eval.absent,
                 "max_images": config.eval.max_images,
+                "protocol": config.eval.protocol,
+                "queries": config.eval.queries,
                 "test_size": config.data.test_size,
             }
             write_reports(result, out, settings)
@@ -87,8 +101,13 @@ def main(argv: list[str] | None = None) -> dict:
         (Path(args.out) / "splits.md").write_text(table + "\n")
         print(table)
     if distributed.is_main():
-        keys = ("seen_ap50", "unseen_ap50", "seen_ap50_std", "unseen_ap50_std")
-        print(json.dumps({split: {k: r[k] for k in keys} for split, r in results.items()}))
+        keys = ("protocol", "seen_ap50", "unseen_ap50", "seen_ap50_std", "unseen_ap50_std")
+
+        def summary(r: dict) -> dict:
+            nested = {"per_image": summary(r["per_image"])} if isinstance(r.get("per_image"), dict) else {}
+            return {**{k: r[k] for k in keys if k in r}, **nested}
+
+        print(json.dumps({split: summary(r) for split, r in results.items()}))
     return results
 
 

@@ -14,6 +14,7 @@ Optionally (extended protocol) classes absent from the image are queried the sam
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,6 +152,23 @@ def evaluation_queries(pool: QueryPool, category_id: int, image_id: int, repeats
     return [records[int(candidates[order[r % len(candidates)]])] for r in range(repeats)]
 
 
+def official_queries(pool: QueryPool, class_ids: list[int], file_name: str, repeats: int) -> dict[int, list]:
+    """The official IA-DETR code's queries for one test image: Python's ``random`` seeded with the image's file
+    name; for each class in ``class_ids`` order, the class's whole pool (the image's own exemplars included),
+    repeated until it holds at least ``repeats`` entries, is shuffled and its first ``repeats`` are the
+    queries of repeats ``0..repeats-1``. Classes without exemplars get none."""
+    rng = random.Random(file_name)
+    chosen = {}
+    for category_id in class_ids:
+        records = pool.for_class(category_id)
+        if not records:
+            continue
+        indices = list(range(len(records))) * (repeats // len(records) + 1 if len(records) < repeats else 1)
+        rng.shuffle(indices)
+        chosen[category_id] = [records[i] for i in indices[:repeats]]
+    return chosen
+
+
 def evaluation_episodes(
     data: DetectionData,
     pool: QueryPool,
@@ -158,11 +176,14 @@ def evaluation_episodes(
     repeats: int = 5,
     absent_per_image: int = 0,
     max_images: int = 0,
+    queries: str = "standard",
 ) -> list[list[Episode]]:
     """Episodes of the standard protocol, one list per repeat.
 
     With ``absent_per_image > 0`` each image also gets that many classes of ``class_ids`` that are not
     annotated in it and have exemplars (drawn with a RNG seeded by the image id), marked ``present=False``.
+    ``queries="official"`` draws the present classes' queries by :func:`official_queries` instead of
+    :func:`evaluation_queries` (absent classes keep the standard rule: the official code has no absent episodes).
     """
     images = data.images[:max_images] if max_images else data.images
     per_repeat: list[list[Episode]] = [[] for _ in range(repeats)]
@@ -175,8 +196,12 @@ def evaluation_episodes(
             choices = sorted(c for c in class_ids - annotated if pool.for_class(c))
             rng = np.random.default_rng([record.image_id, 1])
             absent = sorted(int(c) for c in rng.choice(choices, min(absent_per_image, len(choices)), replace=False))
+        official = official_queries(pool, present, record.path.name, repeats) if queries == "official" else {}
         for category_id, is_present in [(c, True) for c in present] + [(c, False) for c in absent]:
-            queries = evaluation_queries(pool, category_id, record.image_id, repeats)
-            for repeat, query in enumerate(queries):
+            if is_present and queries == "official":
+                chosen = official.get(category_id, [])
+            else:
+                chosen = evaluation_queries(pool, category_id, record.image_id, repeats)
+            for repeat, query in enumerate(chosen):
                 per_repeat[repeat].append(Episode(index, category_id, query, repeat, is_present))
     return per_repeat

@@ -18,7 +18,7 @@ from ..data.dataset import Batch, EpisodeDataset, Sample, collate
 from ..data.episodes import Episode, evaluation_episodes
 from ..data.images import ImageReadError, load_image
 from ..data.transforms import crop_box
-from ..evaluation.evaluator import OneShotEvaluator
+from ..evaluation.protocols import build_evaluator
 from ..evaluation.template_baseline import TemplateMatcher
 from ..models.build import build_postprocessor
 from ..models.fuse import fuse_batchnorm
@@ -38,6 +38,7 @@ def episodes_for(config: Config, test: SplitData) -> list[Episode]:
         config.eval.repeats,
         config.eval.absent_per_image if config.eval.absent else 0,
         config.eval.max_images,
+        config.eval.queries,
     )
     return [episode for repeat in per_repeat for episode in repeat]
 
@@ -117,7 +118,7 @@ def evaluate_model(
             processed.append((indices[meta["episode"]], {k: v.cpu().numpy() for k, v in det.items()}))
     model.train(was_training)
     seconds = time.perf_counter() - start
-    evaluator = OneShotEvaluator(test.data, test.split, config.eval.max_detections)
+    evaluator = build_evaluator(config.eval.protocol, test.data, test.split, config.eval.max_detections)
     for part_processed, part_dropped in distributed.all_gather_object((processed, dropped)):
         for index, det in part_processed:
             evaluator.process([episodes[index]], [det])
@@ -140,7 +141,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str | Path, device: torch.de
 def evaluate_template(matcher: TemplateMatcher, config: Config, test: SplitData, progress: bool = True) -> dict:
     """The template baseline on the original images (no resizing), scored by the same evaluator."""
     episodes = episodes_for(config, test)
-    evaluator = OneShotEvaluator(test.data, test.split, config.eval.max_detections)
+    evaluator = build_evaluator(config.eval.protocol, test.data, test.split, config.eval.max_detections)
     start = time.perf_counter()
     for episode in tqdm(episodes, desc="template baseline", disable=not progress, leave=False):
         target = load_image(test.data.images[episode.image_index].path)

@@ -31,6 +31,8 @@ FP_THRESHOLDS = (0.3, 0.5)
 
 
 class OneShotEvaluator:
+    protocol = "coco"
+
     def __init__(self, data: DetectionData, split: Split, max_detections: int = 100) -> None:
         self.data, self.split, self.max_detections = data, split, max_detections
         self.seen_ids = [data.category(n).id for n in split.seen]
@@ -146,7 +148,7 @@ class OneShotEvaluator:
                     values = [combined[c]["ap50"] for c in ids if c in combined]
                     row[f"{group}_ap50_with_absent"] = float(np.mean(values)) if values else float("nan")
             per_repeat.append(row)
-        result = summarise_repeats(per_repeat, self.split, len(self.images))
+        result = {"protocol": self.protocol, **summarise_repeats(per_repeat, self.split, len(self.images))}
         result["dropped_episodes"] = len(self.dropped)
         result["excluded_images"] = len({image_id for image_id, _ in self.dropped})
         result["drop_reasons"] = sorted({reason for _, reason in self.dropped})

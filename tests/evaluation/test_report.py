@@ -22,8 +22,9 @@ RESULT = {
 
 def test_console_table_rounds_and_marks_missing_values():
     lines = console_table(RESULT).splitlines()
-    assert lines[1].split()[:4] == ["seen", "61.2", "±", "1.0"]
-    assert "-" in lines[2].split()  # unseen AP is not a number: shown as "-"
+    assert lines[0].startswith("protocol coco: ")  # every table names its protocol
+    assert lines[2].split()[:4] == ["seen", "61.2", "±", "1.0"]
+    assert "-" in lines[3].split()  # unseen AP is not a number: shown as "-"
     assert lines[-1].startswith("4 episodes could not be run and their 1 target images are left out")
     assert "b.jpg" in lines[-1]
 
@@ -39,6 +40,27 @@ def test_markdown_report_has_settings_means_and_classes():
 def test_four_split_table_averages_and_adds_published_rows():
     results = {1: {"seen_ap50": 50.0, "unseen_ap50": 20.0}, 2: {"seen_ap50": 60.0, "unseen_ap50": 30.0}}
     table = four_split_table(results, "coco").splitlines()
-    assert table[2] == "| ours | 50.0 / 20.0 | 60.0 / 30.0 | 55.0 / 25.0 |"
-    assert any(line.startswith("| BHRL |") and line.endswith(" 53.5 / 25.6 |") for line in table)
+    assert table[2] == "| ours | coco | 50.0 / 20.0 | 60.0 / 30.0 | 55.0 / 25.0 |"
+    assert any(line.startswith("| BHRL | coco |") and line.endswith(" 53.5 / 25.6 |") for line in table)
+    assert any(line.startswith("| IA-DETR (paper, Swin) | per-image |") for line in table)
     assert len(four_split_table(results, "synthetic").splitlines()) == 3  # no published rows
+
+
+def test_both_protocols_are_reported_side_by_side_each_named():
+    both = {
+        **RESULT,
+        "protocol": "coco",
+        "per_image": {"protocol": "per-image", "seen_ap50": 80.0, "unseen_ap50": 70.0, "per_class": {}},
+    }
+    lines = console_table(both).splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("protocol")] == [
+        "protocol coco",
+        "protocol per-image",
+    ]
+    assert "80.0" in lines[6] and "70.0" in lines[7]
+    text = markdown_report(both, {})
+    assert "## Means over classes, protocol per-image" in text and "| seen | 80.0 | - | - |" in text
+    table = four_split_table({1: both, 2: both}, "voc").splitlines()
+    assert table[2].startswith("| ours | coco |") and table[3] == (
+        "| ours | per-image | 80.0 / 70.0 | 80.0 / 70.0 | 80.0 / 70.0 |"
+    )
