@@ -143,6 +143,7 @@ class PerImageEvaluator:
             "protocol": self.protocol,
             "images": len({i for i, _ in self.pairs} - excluded),
             "pairs": sum(len(v) for v in per_class.values()),
+            "repeats": max((len(v) for v in self.pairs.values()), default=0),
         }
         names = {c: self.data.category(c).name for c in per_class}
         for group, ids in (("seen", self.seen_ids), ("unseen", self.unseen_ids)):

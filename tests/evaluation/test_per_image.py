@@ -11,6 +11,7 @@ from detector.data.records import Category, DetectionData, ImageRecord
 from detector.data.splits import Split
 from detector.evaluation.per_image import interpolated_ap, match
 from detector.evaluation.protocols import build_evaluator
+from detector.evaluation.report import markdown_report
 
 SPLIT = Split(seen=("cat",), unseen=("dog",))
 
@@ -99,7 +100,10 @@ def test_the_repeats_of_an_image_are_ranked_together():
     evaluator.process([_episode(data, 2, 1, repeat=0)], [_det([[20, 20, 40, 40]], [0.3])])  # a hit at 0.3
     evaluator.process([_episode(data, 2, 1, repeat=1)], [_det([[60, 60, 80, 80]], [0.8])])  # a miss at 0.8
     # one list: miss 0.8, hit 0.3 against 2 repeats x 1 box -> recall 0, 1/2 at precision 0, 1/2: AP 0.2525
-    assert evaluator.evaluate()["seen_ap50"] == pytest.approx(25.25)
+    result = evaluator.evaluate()
+    assert result["seen_ap50"] == pytest.approx(25.25) and result["repeats"] == 2
+    text = markdown_report(result, {"protocol": "per-image"})  # a per-image result alone makes a report
+    assert "## Means over classes, protocol per-image" in text and "| cat | seen | 25.2 |" in text
 
 
 def test_an_image_without_a_hit_scores_zero_and_absent_episodes_count_false_positives():
