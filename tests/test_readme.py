@@ -27,25 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from small_model import SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
-SMALL = [
-    "model.backbone.width=8",
-    "model.hidden_dim=32",
-    "model.num_heads=4",
-    "model.num_layers=1",
-    "model.ffn_dim=64",
-    "model.num_queries=8",
-    "model.bias_hidden_dim=16",
-    "data.target_sizes=[96]",
-    "data.target_max_size=128",
-    "data.test_size=96",
-    "data.query_size=32",
-    "data.min_query_size=8",
-    "data.num_workers=0",
-]
 STEPS = ["train.max_steps=2", "train.pretrain_steps=2", "train.pretrain_batch_size=4", "train.batch_size=2"]
 FEW = ["eval.repeats=1", "eval.max_images=4", "eval.batch_size=4"]
 TRAIN = [*SMALL, *STEPS, "train.eval_every=-1", *FEW]

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from small_model import SMALL
 
 from detector.cli import (
     benchmark,
@@ -42,18 +43,6 @@ from detector.models import build
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = str(ROOT / "configs" / "tiny_synthetic.yaml")
-SMALL = [
-    "model.backbone.width=8",
-    "model.hidden_dim=32",
-    "model.num_heads=4",
-    "model.num_layers=1",
-    "model.ffn_dim=64",
-    "model.num_queries=8",
-    "model.bias_hidden_dim=16",
-    "data.test_size=96",
-    "data.target_max_size=128",
-    "data.query_size=32",
-]
 
 
 def run_cli(module, argv, monkeypatch, capsys) -> tuple[int, str]:
@@ -441,6 +430,10 @@ def test_cli_export_refuses_one_file_for_two_formats(checkpoint, monkeypatch, ca
     assert not list(tmp_path.iterdir())
 
 
+def infer_argv(checkpoint, query, target, out, *extra) -> list:
+    return ["--checkpoint", checkpoint, "--query", query, "--target", target, "--out", out, "--no-progress", *extra]
+
+
 @pytest.fixture()
 def pictures(tmp_path) -> Path:
     folder = tmp_path / "photos"
@@ -464,18 +457,7 @@ INFER_CASES = [
 def test_cli_infer_query_boxes(name, extra, message, checkpoint, pictures, monkeypatch, capsys, tmp_path):
     status, err = run_cli(
         infer,
-        [
-            "--checkpoint",
-            checkpoint,
-            "--query",
-            pictures / "a.png",
-            "--target",
-            pictures,
-            "--out",
-            tmp_path / "o",
-            "--no-progress",
-            *extra,
-        ],
+        infer_argv(checkpoint, pictures / "a.png", pictures, tmp_path / "o", *extra),
         monkeypatch,
         capsys,
     )
@@ -509,19 +491,7 @@ def test_cli_infer_a_folder_with_a_tiny_and_a_corrupt_target(checkpoint, picture
     out = tmp_path / "o"
     status, _ = run_cli(
         infer,
-        [
-            "--checkpoint",
-            checkpoint,
-            "--query",
-            pictures / "a.png",
-            "--target",
-            pictures,
-            "--out",
-            out,
-            "--no-progress",
-            "--score-threshold",
-            "0",
-        ],
+        infer_argv(checkpoint, pictures / "a.png", pictures, out, "--score-threshold", "0"),
         monkeypatch,
         capsys,
     )

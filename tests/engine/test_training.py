@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_model import SMALL
 
 from detector.config import ConfigError, load_config
 from detector.engine.checkpoint import CheckpointError, load_checkpoint
@@ -15,19 +16,7 @@ from detector.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
-    "model.backbone.width=8",
-    "model.hidden_dim=32",
-    "model.num_heads=4",
-    "model.num_layers=1",
-    "model.ffn_dim=64",
-    "model.num_queries=8",
-    "model.bias_hidden_dim=16",
-    "data.target_sizes=[96]",
-    "data.target_max_size=128",
-    "data.test_size=96",
-    "data.query_size=32",
-    "data.min_query_size=8",
-    "data.num_workers=0",
+    *SMALL,
     "train.batch_size=2",
     "train.warmup_steps=2",
     "train.pretrain_steps=2",

@@ -5,24 +5,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from small_model import SMALL
 
 from detector.config import load_config
 from detector.engine.checkpoint import save_checkpoint
 from detector.models import build
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_synthetic.yaml"
-OVERRIDES = [
-    "model.backbone.width=8",
-    "model.hidden_dim=32",
-    "model.num_layers=1",
-    "model.ffn_dim=64",
-    "model.num_queries=8",
-    "model.bias_hidden_dim=16",
-    "data.test_size=96",
-    "data.target_max_size=128",
-    "data.query_size=32",
-    "eval.max_detections=8",
-]
+OVERRIDES = [*SMALL, "eval.max_detections=8"]
 
 
 def save_random_checkpoint(path, *extra):

@@ -1,0 +1,21 @@
+"""Config overrides shared by the tests that train, evaluate or run a model end to end: a detector small enough
+for a few CPU steps in seconds, on 96-pixel targets and 32-pixel queries."""
+
+SMALL_MODEL = [
+    "model.backbone.width=8",
+    "model.hidden_dim=32",
+    "model.num_heads=4",
+    "model.num_layers=1",
+    "model.ffn_dim=64",
+    "model.num_queries=8",
+    "model.bias_hidden_dim=16",
+]
+SMALL_DATA = [
+    "data.target_sizes=[96]",
+    "data.target_max_size=128",
+    "data.test_size=96",
+    "data.query_size=32",
+    "data.min_query_size=8",
+    "data.num_workers=0",
+]
+SMALL = [*SMALL_MODEL, *SMALL_DATA]
