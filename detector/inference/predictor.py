@@ -7,7 +7,7 @@
 
 Images may be paths, numpy arrays (RGB, gray, RGBA, 8 or 16 bit) or PIL images. ``target_image`` may be a
 list (one result per target, batched); ``query_image`` may be a list (k-shot: the exemplars' feature maps
-are averaged cell by cell, see ``IADETR.encode_queries``).
+are averaged cell by cell, see ``IADETR.encode_query``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..data.transforms import QueryTransform, TargetTransform, to_tensor
 from ..engine.checkpoint import load_model
 from ..models.build import build_postprocessor
 from ..models.fuse import fuse_batchnorm
-from ..models.ia_detr import IADETR, DetectorOutput
+from ..models.ia_detr import IADETR, DetectorOutput, QueryEncoding
 
 logger = logging.getLogger(__name__)
 ImageLike = str | Path | np.ndarray | Image.Image
@@ -140,31 +140,47 @@ class Predictor:
         return [g[i : i + self.batch_size] for g in groups.values() for i in range(0, len(g), self.batch_size)]
 
     def _run(
-        self, targets: list[tuple[torch.Tensor, tuple[int, int]]], query_tensors: list[torch.Tensor], threshold: float
+        self,
+        targets: list[tuple[torch.Tensor, tuple[int, int]]],
+        query_tensors: list[torch.Tensor],
+        query: QueryEncoding | None,
+        threshold: float,
     ) -> list[dict[str, np.ndarray]]:
-        """One model call: ``targets`` (resized image, original size) against the query (k-shot: several)."""
+        """One model call: ``targets`` (resized image, original size) against the query (k-shot: several),
+        whose encoding ``query`` was computed once for all targets (``None`` when the model runs compiled,
+        which takes the query images every call)."""
         target_tensors = [t for t, _ in targets]
         grid = _grid([tuple(t.shape[1:]) for t in target_tensors + query_tensors], self.config.data.size_divisor)
         target_images, target_masks = pad_to_grid(target_tensors, *grid)
-        query_images, query_masks = pad_to_grid(query_tensors, *grid)
-        b = len(targets)
-        if len(query_tensors) > 1:  # k-shot: (B, k, 3, H, W)
-            query_images, query_masks = (
-                query_images[None].expand(b, -1, -1, -1, -1),
-                query_masks[None].expand(b, -1, -1, -1),
-            )
-        else:
-            query_images, query_masks = query_images.expand(b, -1, -1, -1), query_masks.expand(b, -1, -1)
         sizes = torch.tensor([tuple(t.shape[1:]) for t in target_tensors], device=self.device)
-        outputs = self._forward(
-            target_images.to(self.device),
-            target_masks.to(self.device),
-            query_images.to(self.device),
-            query_masks.to(self.device),
-            sizes,
-        )
+        target_images, target_masks = target_images.to(self.device), target_masks.to(self.device)
+        if query is not None:
+            outputs = self.model.decode(query, self.model.encode_target(target_images, target_masks, sizes))
+        else:
+            outputs = self._forward(
+                target_images, target_masks, *self._query_inputs(query_tensors, grid, len(targets)), sizes
+            )
+        return self._detections(outputs, [size for _, size in targets], threshold)
+
+    def _query_inputs(self, query_tensors: list[torch.Tensor], grid: tuple[int, int], b: int) -> tuple:
+        """The query images on ``grid``, one row per target: ``(B, 3, H, W)``, or ``(B, k, 3, H, W)`` k-shot."""
+        query_images, query_masks = pad_to_grid(query_tensors, *grid)
+        if len(query_tensors) > 1:
+            query_images, query_masks = query_images[None], query_masks[None]
+        query_images = query_images.expand(b, *query_images.shape[1:])
+        query_masks = query_masks.expand(b, *query_masks.shape[1:])
+        return query_images.to(self.device), query_masks.to(self.device)
+
+    def encode_query(self, query_tensors: list[torch.Tensor]) -> QueryEncoding:
+        """The query's encoding (k-shot: one row, the exemplars averaged), computed once per ``predict``."""
+        grid = _grid([tuple(q.shape[1:]) for q in query_tensors], self.config.data.size_divisor)
+        return self.model.encode_query(*self._query_inputs(query_tensors, grid, 1))
+
+    def _detections(
+        self, outputs: DetectorOutput, original_sizes: list[tuple[int, int]], threshold: float
+    ) -> list[dict[str, np.ndarray]]:
         results = []
-        for det in self.postprocessor(outputs, torch.tensor([size for _, size in targets], device=self.device)):
+        for det in self.postprocessor(outputs, torch.tensor(original_sizes, device=self.device)):
             keep = det["scores"] >= threshold
             results.append({"boxes": det["boxes"][keep].cpu().numpy(), "scores": det["scores"][keep].cpu().numpy()})
         return results
@@ -225,8 +241,9 @@ class Predictor:
         query_tensors = [self._query_tensor(q, b) for q, b in zip(queries, boxes)]
         targets = [self._target_tensor(t) for t in (target_image if isinstance(target_image, list) else [target_image])]
         results: list[dict[str, np.ndarray]] = [{} for _ in targets]
+        query = self.encode_query(query_tensors) if self.compiled is None else None  # once for every target
         for group in self._batches([tuple(t.shape[1:]) for t, _ in targets], query_tensors):
-            detections = self._run([targets[i] for i in group], query_tensors, score_threshold)
+            detections = self._run([targets[i] for i in group], query_tensors, query, score_threshold)
             for i, det in zip(group, detections):
                 results[i] = det
         return results if isinstance(target_image, list) else results[0]

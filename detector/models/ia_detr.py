@@ -13,6 +13,7 @@ self-attention mask; inference uses the one-to-one queries only.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -51,6 +52,61 @@ class DetectorOutput:
     contrastive: ContrastiveOutput | None = None
 
 
+@dataclass
+class TargetEncoding:
+    """What the detector derives from target images alone (:meth:`IADETR.encode_target`): backbone features
+    ``(B, d, h, w)`` (zero on padding), the feature mask ``(B, h, w)`` (``True`` = padding), the unpadded image
+    sizes ``(B, 2)`` and the dense proposals, logits ``(B, h*w)`` and ``cxcywh`` boxes ``(B, h*w, 4)``. One
+    encoding serves any number of queries."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    image_sizes: torch.Tensor
+    proposal_logits: torch.Tensor
+    proposal_boxes: torch.Tensor
+
+    def expand(self, batch: int) -> TargetEncoding:
+        """The same encoding repeated to ``batch`` rows (a view), if it has one row."""
+        if self.features.shape[0] == batch:
+            return self
+        if self.features.shape[0] != 1:
+            raise ValueError(f"cannot pair {self.features.shape[0]} targets with {batch} queries; give 1 or {batch}")
+        return TargetEncoding(*(t.expand(batch, *t.shape[1:]) for t in dataclasses.astuple(self)))
+
+    def rows(self, index: slice | list[int]) -> TargetEncoding:
+        return TargetEncoding(*(t[index] for t in dataclasses.astuple(self)))
+
+
+@dataclass
+class QueryEncoding:
+    """Query-image features ``(B, d, hq, wq)`` (k-shot: averaged over the exemplars) and mask ``(B, hq, wq)`` on
+    the query's own grid (:meth:`IADETR.encode_query`)."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+
+    def on_grid(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and mask padded (zeros, masked) to a target's ``(h, w)`` grid. A grid smaller than the
+        query's is allowed only where the query is padding."""
+        features, mask = self.features, self.mask
+        h, w = mask.shape[-2:]
+        if h > grid[0] or w > grid[1]:
+            if not torch.jit.is_tracing() and not bool(mask[:, grid[0] :].all() and mask[:, :, grid[1] :].all()):
+                raise ValueError(
+                    f"the query covers a {h}x{w} feature grid, larger than the target's {grid[0]}x{grid[1]}; "
+                    f"encode targets on a grid of at least the query extent"
+                )
+            features, mask = features[..., : grid[0], : grid[1]], mask[..., : grid[0], : grid[1]]
+            h, w = mask.shape[-2:]
+        features = F.pad(features, (0, grid[1] - w, 0, grid[0] - h))
+        mask = F.pad(mask, (0, grid[1] - w, 0, grid[0] - h), value=True)
+        return features, mask
+
+    def rows_of(self, index: int) -> QueryEncoding:
+        """Row ``index`` as a batch of one."""
+        return QueryEncoding(self.features[index : index + 1], self.mask[index : index + 1])
+
+
 class IADETR(nn.Module):
     """The detector, composed from its parts; the optional heads are modules or ``None`` (off):
     ``content_proj`` (:class:`ContentProjection`), ``similarity`` (:class:`SimilarityLogit`), and the
@@ -87,14 +143,25 @@ class IADETR(nn.Module):
             nn.init.constant_(head.bias, prior)
         nn.init.constant_(proposal_head.score.bias, prior)
 
-    def encode_queries(
-        self, query_images: torch.Tensor, query_masks: torch.Tensor, grid: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features ``(B, d, h, w)`` and mask ``(B, h, w)`` of one query image per target ``(B, 3, H, W)``, or of
-        ``k`` per target ``(B, k, 3, H, W)``.
+    def encode_target(
+        self, target_images: torch.Tensor, target_masks: torch.Tensor, image_sizes: torch.Tensor
+    ) -> TargetEncoding:
+        """Everything the detector derives from the target images alone: backbone features (zero on padding),
+        the feature mask and the dense two-stage proposals. ``target_images (B, 3, H, W)``, ``target_masks
+        (B, H, W)`` (``True`` = padding), ``image_sizes (B, 2)``: each target's unpadded ``(height, width)``."""
+        features, mask = self.backbone(target_images, target_masks)
+        features = features * ~mask[:, None]
+        h, w = features.shape[-2:]
+        sequence = features.flatten(2).transpose(1, 2)
+        logits, boxes = self.proposal_head(sequence, ~mask.flatten(1), (h, w), image_sizes)
+        return TargetEncoding(features, mask, image_sizes, logits, boxes)
 
-        The backbone runs only on the top-left ``query_extent`` pixels (rounded up to the stride), where the
-        query patches are; the rest of the grid is padding. The extent is static, so the model exports.
+    def encode_query(self, query_images: torch.Tensor, query_masks: torch.Tensor) -> QueryEncoding:
+        """Features and mask of one query image per row ``(B, 3, H, W)``, or of ``k`` per row ``(B, k, 3, H, W)``,
+        on their own grid (the top-left ``query_extent`` pixels, rounded up to the stride; :meth:`decode` pads
+        them to the target's grid).
+
+        The backbone runs only where the query patches are; the extent is static, so the model exports.
         k-shot: the ``k`` feature maps are averaged cell by cell over the patches valid there, and a cell is
         valid if it is valid in any of them.
         """
@@ -110,16 +177,14 @@ class IADETR(nn.Module):
                 )
         images = query_images[..., :height, :width].reshape(-1, 3, height, width)
         features, masks = self.backbone(images, query_masks[..., :height, :width].reshape(-1, height, width))
-        features = F.pad(features, (0, grid[1] - features.shape[-1], 0, grid[0] - features.shape[-2]))
-        masks = F.pad(masks, (0, grid[1] - masks.shape[-1], 0, grid[0] - masks.shape[-2]), value=True)
         features = features * ~masks[:, None]
         if query_images.dim() == 4:
-            return features, masks
+            return QueryEncoding(features, masks)
         b, k = query_images.shape[:2]
         features, masks = features.unflatten(0, (b, k)), masks.unflatten(0, (b, k))
         weights = (~masks).float()[:, :, None]
         features = (features * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return features, masks.all(dim=1)
+        return QueryEncoding(features, masks.all(dim=1))
 
     def forward(
         self,
@@ -137,13 +202,28 @@ class IADETR(nn.Module):
             class_boxes: training only, for the identity head: per target the ``cxcywh`` boxes (normalised)
             whose class is known.
 
-        Features of padding cells are zero in both images; a cell is masked for attention only where
-        both images are padding.
+        The composition of :meth:`encode_target`, :meth:`encode_query` and :meth:`decode`.
         """
-        target_feats, target_mask = self.backbone(target_images, target_masks)
-        target_feats = target_feats * ~target_mask[:, None]
-        query_feats, query_mask = self.encode_queries(query_images, query_masks, target_feats.shape[-2:])
+        target = self.encode_target(target_images, target_masks, image_sizes)
+        return self.decode(self.encode_query(query_images, query_masks), target, class_boxes)
+
+    def decode(
+        self, query: QueryEncoding, target: TargetEncoding, class_boxes: list[torch.Tensor] | None = None
+    ) -> DetectorOutput:
+        """The detections of ``query`` in ``target``: the only part that sees both. Rows pair up; a batch of one
+        on either side is paired with every row of the other (one query against many encoded targets, or many
+        queries against one target).
+
+        The query's features are padded to the target's grid (features of padding cells are zero in both); a
+        cell is masked for attention only where both are padding.
+        """
+        b = max(query.features.shape[0], target.features.shape[0])
+        target = target.expand(b)
+        target_feats, target_mask = target.features, target.mask
         b, d, h, w = target_feats.shape
+        query_feats, query_mask = query.on_grid((h, w))
+        query_feats, query_mask = query_feats.expand(b, -1, -1, -1), query_mask.expand(b, -1, -1)
+        image_sizes = target.image_sizes
         pos_t = sine_grid_embedding(target_mask, d).flatten(2).transpose(1, 2)
         pos_q = sine_grid_embedding(query_mask, d).flatten(2).transpose(1, 2)
         target_seq = target_feats.flatten(2).transpose(1, 2)
@@ -152,7 +232,7 @@ class IADETR(nn.Module):
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not bool(padding.any()):
             padding = None  # no key is padding: attention runs without a mask (faster; exported graphs keep it)
 
-        proposal_logits, proposal_boxes = self.proposal_head(target_seq, ~target_mask.flatten(1), (h, w), image_sizes)
+        proposal_logits, proposal_boxes = target.proposal_logits, target.proposal_boxes
         n_o2m = self.num_queries_one2many if self.training else 0
         reference, cells = select_top_k(proposal_logits, proposal_boxes, self.num_queries)
         attn_mask = None

@@ -127,3 +127,39 @@ def test_fast_attention_paths_give_the_reference_detector_outputs():
     for a, b in zip(fast, reference):
         torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(a.boxes, b.boxes, rtol=1e-4, atol=1e-5)
+
+
+def _pair(model, target, target_mask, query, query_mask, size):
+    """The whole network on one (query, target) pair, each on its own tight grid."""
+    return model(target[None], target_mask[None], query[None], query_mask[None], size[None])
+
+
+def test_encode_once_and_decode_equals_the_whole_network_per_pair():
+    """One query against three encoded targets, and three queries against one target, give what the forward
+    gives pair by pair; a target encoded in a batch padded to a larger grid gives what it gives alone."""
+    model, _, _ = tiny_detector()
+    model.eval()
+    (targets, target_masks, queries, query_masks, sizes), _ = detector_batch(b=2, size=128, query=48)
+    torch.manual_seed(3)
+    targets = torch.cat([targets, torch.randn(1, 3, 128, 128)])
+    target_masks = torch.cat([target_masks, torch.zeros(1, 128, 128, dtype=torch.bool)])
+    sizes = torch.cat([sizes, torch.tensor([[128, 128]])])
+    queries = torch.cat([queries, queries.flip(-1).roll(5, -2)])[:3]
+    query_masks = torch.cat([query_masks, query_masks])[:3]
+    with torch.no_grad():
+        encoded_targets = model.encode_target(targets, target_masks, sizes)
+        encoded_queries = model.encode_query(queries[:, :, :48, :48], query_masks[:, :48, :48])  # own grid
+        one_query = model.decode(encoded_queries.rows_of(0), encoded_targets)
+        one_target = model.decode(encoded_queries, encoded_targets.rows([2]))
+        for i in range(3):
+            expected = _pair(model, targets[i], target_masks[i], queries[0], query_masks[0], sizes[i])
+            torch.testing.assert_close(one_query.logits[i], expected.logits[0], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(one_query.boxes[i], expected.boxes[0], atol=1e-5, rtol=1e-4)
+            expected = _pair(model, targets[2], target_masks[2], queries[i], query_masks[i], sizes[2])
+            torch.testing.assert_close(one_target.logits[i], expected.logits[0], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(one_target.boxes[i], expected.boxes[0], atol=1e-5, rtol=1e-4)
+        # the 96-px-wide second target encoded alone, on its own 128x96 grid
+        alone = model.encode_target(targets[1:2, :, :, :96], target_masks[1:2, :, :96], sizes[1:2])
+        narrow = model.decode(encoded_queries.rows_of(0), alone)
+        torch.testing.assert_close(narrow.logits[0], one_query.logits[1], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(narrow.boxes[0], one_query.boxes[1], atol=1e-5, rtol=1e-4)
