@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from detector.cli import benchmark
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_synthetic.yaml"
@@ -50,3 +52,18 @@ def test_peak_memory_of_a_known_allocation():
         return torch.ones(128, 1024) + b.sum()  # 0.5 MiB after a is gone
 
     assert abs(peak_memory_mb(two_live_megabyte_tensors, torch.device("cpu")) - 2.0) < 0.01
+
+
+def test_search_benchmark_reports_both_paths_and_their_ratio():
+    from detector.cli import benchmark_search
+
+    argv = ["--config", str(CONFIG), "--targets", "6", "--queries", "2", "--plain-sample", "3"]
+    report = benchmark_search.main([*argv, "data.test_size=96", "data.target_max_size=128"])
+    assert report["targets"] == 6 and report["queries"] == 2
+    assert report["ratio_search_over_plain"] == round(
+        report["index_search_pairs_per_s"] / report["plain_pairs_per_s"], 2
+    )
+    assert report["index_mb_per_image"] > 0 and report["index_encode_seconds"] > 0
+    plain, indexed = report["2_queries_seconds_plain_vs_index_with_encoding"]
+    assert plain == pytest.approx(2 * 6 / report["plain_pairs_per_s"], abs=0.06)
+    assert indexed >= report["index_encode_seconds"] - 0.06  # the encoding is counted once, in the total
