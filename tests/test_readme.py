@@ -110,6 +110,26 @@ PLAN: dict[str, tuple[str, list[str], list[str]]] = {
     "--target photos/ --out outputs/infer": ("run", ["--no-progress"], ["outputs/infer/detections.json"]),
     "python tools/infer.py --checkpoint outputs/demo/train/last.pth --query a.jpg b.jpg --query-box 10,20,90,120 "
     "whole --target photos/ --out outputs/infer_2shot": ("run", ["--no-progress"], ["outputs/infer_2shot/images.json"]),
+    "python tools/index.py --checkpoint outputs/demo/train/last.pth --images photos/ --out outputs/index": (
+        "run",
+        ["--no-progress"],
+        ["outputs/index/manifest.json"],
+    ),
+    "python tools/search.py --index outputs/index --query q.jpg --query-box 10,20,90,120 --out outputs/search": (
+        "run",
+        [],
+        ["outputs/search/hits.json", "outputs/search/detections.json"],
+    ),
+    "python tools/benchmark_search.py --config configs/tiny_synthetic.yaml --targets 500 --queries 20": (
+        "run",
+        ["--targets", "4", "--queries", "2", "--plain-sample", "2", *SMALL],
+        [],
+    ),
+    "python tools/benchmark_search.py --config configs/ia_detr_r50.yaml --targets 100 --queries 5 --plain-sample 8": (
+        "run",
+        ["--targets", "2", "--queries", "1", "--plain-sample", "1", *SMALL],
+        [],
+    ),
     "python tools/export.py --checkpoint outputs/demo/train/last.pth --out outputs/export/ia_detr.onnx --torchscript": (
         "run",
         [],
