@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..data.dataset import pad_to_grid
 from ..models.ia_detr import TargetEncoding
 from .predictor import CPU_BATCHING_MAX_PARAMETERS, ImageLike, Predictor, _as_boxes
 
-logger = logging.getLogger(__name__)
 FORMAT = 1
 _FIELDS = ("features", "mask", "image_size", "proposal_logits", "proposal_boxes")
 
@@ -146,10 +146,6 @@ class TargetIndex:
         """Create the index at ``path`` or bring it up to date with ``images``: encode the new and changed files
         into one new shard, forget the ones that are gone. An existing index from another checkpoint or
         preprocessing is refused (use a new folder)."""
-        import time
-
-        from tqdm import tqdm
-
         start = time.perf_counter()
         path = Path(path)
         (path / "shards").mkdir(parents=True, exist_ok=True)
