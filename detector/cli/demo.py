@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
         **{k: round(result[k], 2) for k in ("seen_ap50", "unseen_ap50", "seen_ap50_std", "unseen_ap50_std")},
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
+    print(
+        f"the web page on this checkpoint (pip install -e '.[app]' first): python tools/app.py --checkpoint "
+        f"{out / 'train' / 'last.pth'}"
+    )
     print(json.dumps(report))
     return report
 
