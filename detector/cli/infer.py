@@ -38,6 +38,15 @@ def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
     return tuple(float(v) for v in parts)
 
 
+def read_queries(files: list[str], box_texts: list[str] | None) -> tuple[list, list]:
+    """The query images of ``--query`` and their boxes from ``--query-box`` (one per image, checked against it)."""
+    boxes = [parse_box(b) for b in box_texts] if box_texts else [None] * len(files)
+    if len(boxes) != len(files):
+        raise ValueError(f"got {len(files)} --query images but {len(boxes)} --query-box values")
+    queries = [load_image(q) for q in files]
+    return queries, [check_query_box(b, q.shape[1], q.shape[0]) if b else None for q, b in zip(queries, boxes)]
+
+
 @command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,11 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays over many targets)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    boxes = [parse_box(b) for b in args.query_box] if args.query_box else [None] * len(args.query)
-    if len(boxes) != len(args.query):
-        raise ValueError(f"got {len(args.query)} --query images but {len(boxes)} --query-box values")
-    queries = [load_image(q) for q in args.query]
-    boxes = [check_query_box(b, q.shape[1], q.shape[0]) if b else None for q, b in zip(queries, boxes)]
+    queries, boxes = read_queries(args.query, args.query_box)
     patches = [crop_box(q, b) if b else q for q, b in zip(queries, boxes)]
     paths = find_targets(args.target)
     out = Path(args.out)

@@ -19,11 +19,10 @@ from pathlib import Path
 from ..data.images import load_image
 from ..data.transforms import crop_box
 from ..inference.batch import picture_names
-from ..inference.predictor import check_query_box
 from ..inference.search import Searcher
 from ..visualize import draw_detections, save_rgb
 from .common import command
-from .infer import parse_box
+from .infer import read_queries
 
 
 @command()
@@ -40,11 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
-    boxes = [parse_box(b) for b in args.query_box] if args.query_box else [None] * len(args.query)
-    if len(boxes) != len(args.query):
-        raise ValueError(f"got {len(args.query)} --query images but {len(boxes)} --query-box values")
-    queries = [load_image(q) for q in args.query]
-    boxes = [check_query_box(b, q.shape[1], q.shape[0]) if b else None for q, b in zip(queries, boxes)]
+    queries, boxes = read_queries(args.query, args.query_box)
     searcher = Searcher(args.index, args.checkpoint, device=args.device)
     entries = searcher.index.entries
     detections = searcher.detections(queries, boxes, args.score_threshold, args.batch_size)

@@ -80,27 +80,35 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file of this process (so that two processes never
-    share one), fsync, rename. If the write fails (a full disk), the temporary file is removed, the file at
-    ``path`` is left as it was, and the error says what happened."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def torch_save_atomically(value: object, path: Path) -> None:
+    """``torch.save`` to a temporary file of this process (two processes never share one), fsync, rename. On a
+    failure the temporary file is removed, the file at ``path`` is left as it was, and the error is raised."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("wb") as handle:
-            torch.save(state, handle)
+            torch.save(value, handle)
             handle.flush()
             os.fsync(handle.fileno())
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError):
         tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (:func:`torch_save_atomically`). If the write fails (a full disk),
+    the file at ``path`` is left as it was, and the error says what happened."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch_save_atomically(state, path)
+    except (OSError, RuntimeError) as error:
         full = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "write failed" in str(error)
         reason = "no space left on the device" if full else f"{type(error).__name__}: {error}"
         raise CheckpointError(
             f"could not write checkpoint {path} ({reason}); the previous checkpoints in {path.parent} are intact: "
             f"free space and resume with --resume auto"
         ) from error
-    os.replace(tmp, path)
     return path
 
 

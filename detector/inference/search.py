@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.dataset import pad_to_grid
+from ..engine.checkpoint import torch_save_atomically
 from ..models.ia_detr import TargetEncoding
 from .predictor import CPU_BATCHING_MAX_PARAMETERS, ImageLike, Predictor, _as_boxes
 
@@ -71,17 +72,11 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Atomically: a temporary file of this process, fsync, rename; on failure nothing is left behind."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Atomically; on a failure nothing is left behind and the index is unchanged."""
     try:
-        with tmp.open("wb") as handle:
-            torch.save(tensors, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        torch_save_atomically(tensors, path)
     except (OSError, RuntimeError) as error:
-        tmp.unlink(missing_ok=True)
         raise IndexFileError(f"could not write index shard {path} ({error}); the index is unchanged") from error
-    os.replace(tmp, path)
 
 
 @dataclass
