@@ -89,17 +89,20 @@ class DetectionSession:
         self.targets, self.detections, self.unreadable = [], [], []
         self.used = list(zip(queries, boxes))
         self.runs += 1
-        for i, name in enumerate(files):
-            if progress is not None:
-                progress((i, len(files)), desc=f"target {i + 1} of {len(files)}")
+        readable = []
+        for name in files:
             try:
-                target = load_image(name)
+                readable.append((name, load_image(name)))
             except ImageReadError as error:
                 self.unreadable.append(str(error))
-                continue
-            result = predictor.predict(queries, target, query_box=boxes, score_threshold=KEEP_SCORE)
-            self.targets.append((name, target))
-            self.detections.append(result)
+        step = predictor.batch_size  # one predict call per step: the query is encoded once per call
+        for first in range(0, len(readable), step):
+            if progress is not None:
+                progress((first, len(readable)), desc=f"targets {first + 1}-{min(first + step, len(readable))}")
+            chunk = readable[first : first + step]
+            results = predictor.predict(queries, [t for _, t in chunk], query_box=boxes, score_threshold=KEEP_SCORE)
+            self.targets += chunk
+            self.detections += results
         if not self.targets:
             raise ValueError("no target image could be read: " + "; ".join(self.unreadable))
 
