@@ -90,6 +90,12 @@ class ModelConfig:
     num_queries_one2many: int = 1500  # 0 disables hybrid matching
     one2many_repeats: int = 6
     bias_hidden_dim: int = 512  # box relative position bias MLP width
+    # what the bias MLPs read: "linear", edge-to-cell-centre offsets in pixels (the official code); "signed_log",
+    # sign * log2(1 + |offset in cells|) / 3 (bounded inputs; the CPU-tiny recipe)
+    bias_inputs: str = "linear"
+    # one-to-many queries: "disjoint", the proposals ranked after the one-to-one ones (the official code);
+    # "overlapping", the top ones again (they repeat the one-to-one proposals)
+    one2many_selection: str = "disjoint"
     look_forward_twice: bool = True
     # object query content = learned embedding + target feature at its proposal cell (q_i = m_i + y_pi(i));
     # false: the learned embedding alone
@@ -269,6 +275,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.num_queries_one2many", lambda v: v >= 0, "0 or more"),
     ("model.one2many_repeats", lambda v: v >= 1, "at least 1"),
     ("model.identity_classes", lambda v: v >= 0, "0 or more"),
+    ("model.bias_inputs", lambda v: v in ("linear", "signed_log"), "one of linear, signed_log"),
+    ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.max_steps", lambda v: v >= 0, "0 or more"),

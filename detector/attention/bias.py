@@ -120,20 +120,31 @@ def signed_log(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log2(1.0 + x.abs()) / 3.0
 
 
-class BoxRelativePositionBias(nn.Module):
-    """Box relative position bias over a feature grid of ``stride`` pixels per cell."""
+BIAS_INPUTS = ("linear", "signed_log")
 
-    def __init__(self, num_heads: int, hidden_dim: int = 512, stride: int = 16) -> None:
+
+class BoxRelativePositionBias(nn.Module):
+    """Box relative position bias over a feature grid of ``stride`` pixels per cell.
+
+    ``inputs`` says what the MLPs read, per box edge and grid row or column: ``"linear"``, the offset in pixels
+    (edge minus cell centre), as every config of the official IA-DETR code (``--decoder_rpe_type linear``);
+    ``"signed_log"``, ``sign(d) log2(1 + |d|) / 3`` of the offset in cells, which keeps near offsets distinct and
+    far ones bounded (the CPU-tiny recipe's choice).
+    """
+
+    def __init__(self, num_heads: int, hidden_dim: int = 512, stride: int = 16, inputs: str = "linear") -> None:
         super().__init__()
-        self.stride = stride
+        if inputs not in BIAS_INPUTS:
+            raise ValueError(f"unknown bias inputs {inputs!r}; use one of {', '.join(BIAS_INPUTS)}")
+        self.stride, self.inputs = stride, inputs
         self.mlp_x = _mlp(2, hidden_dim, num_heads)
         self.mlp_y = _mlp(2, hidden_dim, num_heads)
 
     def _offsets(
         self, boxes: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Signed-log offsets of the box edges to the row centres ``(B, Nq, h, 2)`` and the column centres
-        ``(B, Nq, w, 2)``, in cells."""
+        """Offsets of the box edges to the row centres ``(B, Nq, h, 2)`` and the column centres ``(B, Nq, w, 2)``:
+        in pixels (``linear``) or signed-log cells (``signed_log``)."""
         h, w = grid_size
         cx, cy, bw, bh = boxes.unbind(-1)
         height, width = image_sizes[:, 0:1].to(boxes.dtype), image_sizes[:, 1:2].to(boxes.dtype)
@@ -142,9 +153,11 @@ class BoxRelativePositionBias(nn.Module):
         y_edges = torch.stack([cy - bh / 2, cy + bh / 2], -1) * (height / self.stride)[..., None]
         cols = torch.arange(w, device=boxes.device, dtype=boxes.dtype) + 0.5
         rows = torch.arange(h, device=boxes.device, dtype=boxes.dtype) + 0.5
-        dy = signed_log(y_edges[:, :, None, :] - rows[None, None, :, None])
-        dx = signed_log(x_edges[:, :, None, :] - cols[None, None, :, None])
-        return dy, dx
+        dy = y_edges[:, :, None, :] - rows[None, None, :, None]
+        dx = x_edges[:, :, None, :] - cols[None, None, :, None]
+        if self.inputs == "linear":
+            return dy * self.stride, dx * self.stride
+        return signed_log(dy), signed_log(dx)
 
     def factors(self, boxes: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor) -> AxisBias:
         """The bias as its row and column terms (same arguments as :meth:`forward`)."""

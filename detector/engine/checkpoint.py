@@ -42,11 +42,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, or from another model."""
 
 
+# model options and the behaviour of the code before each existed
+_OPTIONS_BEFORE_THEY_EXISTED = {"bias_inputs": "signed_log", "one2many_selection": "overlapping"}
+
+
 def migrate(state: dict) -> dict:
     """A checkpoint state in the current format: format 0's ``train_step`` (model + criterion weights) becomes
     ``model`` weights, the moved heads renamed; EMA weights get the heads too (format 0 averaged the model
     only, so the live heads stand in). The optimizer state needs no change: the heads are registered last in
-    the model, in the order the criterion had them."""
+    the model, in the order the criterion had them.
+
+    Model options added later are filled in with the behaviour the checkpoint was trained with
+    (:data:`_OPTIONS_BEFORE_THEY_EXISTED`), so that an older run loads, evaluates and resumes as it was."""
+    model = state.get("config", {}).get("model") if isinstance(state.get("config"), dict) else None
+    if isinstance(model, dict) and any(key not in model for key in _OPTIONS_BEFORE_THEY_EXISTED):
+        before = dict(_OPTIONS_BEFORE_THEY_EXISTED)
+        if not model.get("num_queries_one2many"):  # no one-to-many queries: both selections are the same
+            before["one2many_selection"] = "disjoint"
+        state = dict(state)
+        state["config"] = {**state["config"], "model": {**before, **model}}
     if state.get("format", 0) >= FORMAT:
         return state
     state = dict(state)

@@ -21,9 +21,12 @@ logger = logging.getLogger(__name__)
 FUSIONS = ("indirect", "cross", "misaligned")
 
 
-def build_fusion(kind: str, dim: int, heads: int, bias_hidden: int, dropout: float) -> nn.Module:
+def build_fusion(
+    kind: str, dim: int, heads: int, bias_hidden: int, dropout: float, bias_inputs: str = "linear"
+) -> nn.Module:
     if kind == "indirect":
-        return IndirectAttention(dim, heads, BoxRelativePositionBias(heads, bias_hidden, STRIDE), dropout)
+        bias = BoxRelativePositionBias(heads, bias_hidden, STRIDE, bias_inputs)
+        return IndirectAttention(dim, heads, bias, dropout)
     if kind == "cross":
         return DoubleCrossAttention(dim, heads, dropout)
     if kind == "misaligned":
@@ -52,7 +55,9 @@ def build_model(
     dim = config.hidden_dim
     layers = [
         DecoderLayer(
-            build_fusion(config.fusion, dim, config.num_heads, config.bias_hidden_dim, config.dropout),
+            build_fusion(
+                config.fusion, dim, config.num_heads, config.bias_hidden_dim, config.dropout, config.bias_inputs
+            ),
             dim,
             config.num_heads,
             config.ffn_dim,
@@ -68,6 +73,7 @@ def build_model(
         config.num_queries,
         config.num_queries_one2many,
         query_extent,
+        one2many_disjoint=config.one2many_selection == "disjoint",
         content_proj=ContentProjection(dim) if config.content_from_target else None,
         similarity=SimilarityLogit(dim, config.num_layers) if config.match_similarity else None,
         identity_head=IdentityHead(dim, config.identity_classes, STRIDE) if config.identity_classes else None,

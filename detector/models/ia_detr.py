@@ -126,8 +126,12 @@ class IADETR(nn.Module):
         similarity: SimilarityLogit | None = None,
         identity_head: IdentityHead | None = None,
         contrastive_head: ContrastiveHead | None = None,
+        one2many_disjoint: bool = True,
     ) -> None:
+        """``one2many_disjoint``: the one-to-many queries take the proposals ranked after the one-to-one ones
+        (one top-``(Nq + Nm)`` ranking split in two, as the official code); ``False``: the top ``Nm`` again."""
         super().__init__()
+        self.one2many_disjoint = one2many_disjoint
         self.query_extent = query_extent  # longest side of a query patch (data.query_size)
         self.backbone, self.decoder, self.proposal_head = backbone, decoder, proposal_head
         self.hidden_dim = hidden_dim
@@ -234,12 +238,8 @@ class IADETR(nn.Module):
 
         proposal_logits, proposal_boxes = target.proposal_logits, target.proposal_boxes
         n_o2m = self.num_queries_one2many if self.training else 0
-        reference, cells = select_top_k(proposal_logits, proposal_boxes, self.num_queries)
-        attn_mask = None
-        if n_o2m:
-            reference_o2m, cells_o2m = select_top_k(proposal_logits, proposal_boxes, n_o2m)
-            reference, cells = torch.cat([reference, reference_o2m], 1), torch.cat([cells, cells_o2m], 1)
-            attn_mask = self._group_mask(reference.device)
+        reference, cells = self.select_queries(proposal_logits, proposal_boxes, n_o2m)
+        attn_mask = self._group_mask(reference.device) if n_o2m else None
         queries = self.query_content.weight[None, : reference.shape[1]].expand(b, -1, -1)
         if self.content_proj is not None:
             picked = torch.gather(target_seq, 1, cells[..., None].expand(-1, -1, d))
@@ -272,6 +272,20 @@ class IADETR(nn.Module):
             identity=identity,
             contrastive=contrastive,
         )
+
+    def select_queries(
+        self, logits: torch.Tensor, boxes: torch.Tensor, n_o2m: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference boxes ``(B, Nq + n_o2m, 4)`` and proposal cells of the one-to-one queries, then the
+        one-to-many ones: the proposals ranked after the one-to-one ones when disjoint, else the top ``n_o2m``
+        again."""
+        if n_o2m and self.one2many_disjoint:
+            return select_top_k(logits, boxes, self.num_queries + n_o2m)
+        reference, cells = select_top_k(logits, boxes, self.num_queries)
+        if n_o2m:
+            reference_o2m, cells_o2m = select_top_k(logits, boxes, n_o2m)
+            reference, cells = torch.cat([reference, reference_o2m], 1), torch.cat([cells, cells_o2m], 1)
+        return reference, cells
 
     def _group_mask(self, device: torch.device) -> torch.Tensor:
         """``(Nq + Nm, Nq + Nm)`` bool, ``True`` = blocked: one-to-one and one-to-many queries never attend

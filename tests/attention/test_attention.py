@@ -79,7 +79,7 @@ def test_sequence_offset_bias_depends_only_on_offset():
 
 def _box_bias():
     torch.manual_seed(0)
-    return BoxRelativePositionBias(num_heads=2, hidden_dim=32, stride=16)
+    return BoxRelativePositionBias(num_heads=2, hidden_dim=32, stride=16, inputs="signed_log")
 
 
 def test_box_bias_by_hand():

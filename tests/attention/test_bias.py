@@ -42,18 +42,20 @@ def test_chunked_mlp_backward_passes_gradcheck():
     assert torch.autograd.gradcheck(_ChunkedMLP.apply, inputs)
 
 
-def test_box_bias_equals_its_reference_outputs_and_gradients():
+@pytest.mark.parametrize("inputs", ["linear", "signed_log"])
+def test_box_bias_equals_its_reference_outputs_and_gradients(inputs):
     torch.manual_seed(0)
-    module = BoxRelativePositionBias(num_heads=4, hidden_dim=32)
+    module = BoxRelativePositionBias(num_heads=4, hidden_dim=32, inputs=inputs)
     boxes = _boxes(2, 300)  # 2 x 300 x 12 rows per axis: more than one chunk
     sizes = torch.tensor([[160, 192], [128, 192]])
     fast, ref = module(boxes, (10, 12), sizes), module.reference(boxes, (10, 12), sizes)
     assert fast.shape == (2, 4, 300, 120)
-    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    scale = float(ref.abs().max())  # pixel offsets (linear) give values in the tens: compare relative to them
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6 * scale)
     grad = torch.randn_like(ref)
     tensors = [boxes, *module.parameters()]
     for a, b in zip(torch.autograd.grad(fast, tensors, grad), torch.autograd.grad(ref, tensors, grad)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(b.abs().max())))
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -107,3 +109,21 @@ def test_folded_bias_equals_the_dense_formula():
     tensors = [q, k, v, rows, cols]
     for a, b in zip(torch.autograd.grad(fast, tensors, grad), torch.autograd.grad(ref, tensors, grad)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_inputs_in_pixels_and_in_signed_log_cells_for_a_hand_made_box():
+    from detector.attention.bias import BoxRelativePositionBias
+
+    # a 64 x 96 image, stride 16: a 4 x 6 grid, column centres at x = 8, 24, 40, 56, 72, 88 px, rows at 8 ... 56
+    box = torch.tensor([[[24 / 96, 20 / 64, 32 / 96, 24 / 64]]])  # cx, cy, w, h: x from 8 to 40, y from 8 to 32 px
+    sizes = torch.tensor([[64, 96]])
+    dy, dx = BoxRelativePositionBias(2, 8, 16, "linear")._offsets(box, (4, 6), sizes)
+    expected_x = [[8 - c, 40 - c] for c in (8, 24, 40, 56, 72, 88)]
+    expected_y = [[8 - r, 32 - r] for r in (8, 24, 40, 56)]
+    torch.testing.assert_close(dx[0, 0], torch.tensor(expected_x, dtype=torch.float32))
+    torch.testing.assert_close(dy[0, 0], torch.tensor(expected_y, dtype=torch.float32))
+    dy, dx = BoxRelativePositionBias(2, 8, 16, "signed_log")._offsets(box, (4, 6), sizes)
+    cells = torch.tensor(expected_x, dtype=torch.float32) / 16
+    torch.testing.assert_close(dx[0, 0], torch.sign(cells) * torch.log2(1 + cells.abs()) / 3)
+    with pytest.raises(ValueError, match="bias inputs"):
+        BoxRelativePositionBias(2, 8, 16, "cells")

@@ -96,3 +96,16 @@ def test_two_runs_cannot_share_one_output_folder(tmp_path):
         _lock(tmp_path)
     first.close()
     _lock(tmp_path).close()  # free again once the first run ends
+
+
+def test_a_checkpoint_from_before_the_fidelity_options_keeps_the_behaviour_it_was_trained_with():
+    from detector.engine.checkpoint import migrate
+
+    old = {"format": 1, "model": {}, "config": {"model": {"num_queries_one2many": 1500, "hidden_dim": 32}}}
+    model = migrate(old)["config"]["model"]
+    assert model["bias_inputs"] == "signed_log" and model["one2many_selection"] == "overlapping"
+    assert model["hidden_dim"] == 32 and "bias_inputs" not in old["config"]["model"]  # the input is not changed
+    none = migrate({"format": 1, "model": {}, "config": {"model": {"num_queries_one2many": 0}}})["config"]["model"]
+    assert none["one2many_selection"] == "disjoint"  # no one-to-many queries: the selections coincide
+    new = {"format": 1, "model": {}, "config": {"model": {"bias_inputs": "linear", "one2many_selection": "disjoint"}}}
+    assert migrate(new)["config"]["model"]["bias_inputs"] == "linear"  # a recent checkpoint is left as it is

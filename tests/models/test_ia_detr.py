@@ -163,3 +163,18 @@ def test_encode_once_and_decode_equals_the_whole_network_per_pair():
         narrow = model.decode(encoded_queries.rows_of(0), alone)
         torch.testing.assert_close(narrow.logits[0], one_query.logits[1], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(narrow.boxes[0], one_query.boxes[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("disjoint", [True, False])
+def test_one_to_many_queries_take_the_proposals_after_the_one_to_one_ones(disjoint):
+    model, _, _ = tiny_detector("model.num_queries=3", "model.num_queries_one2many=4")
+    model.one2many_disjoint = disjoint
+    logits = torch.tensor([[0.1, 0.9, 0.5, 0.8, 0.2, 0.7, 0.3, 0.6, 0.0, 0.4]])  # ranking: 1 3 5 7 2 9 6 4 0 8
+    boxes = torch.rand(1, 10, 4)
+    reference, cells = model.select_queries(logits, boxes, 4)
+    if disjoint:  # one top-7 ranking split in two: no proposal twice
+        assert cells.tolist() == [[1, 3, 5, 7, 2, 9, 6]]
+    else:  # the top 4 again: the one-to-many set repeats the one-to-one proposals
+        assert cells.tolist() == [[1, 3, 5, 1, 3, 5, 7]]
+    torch.testing.assert_close(reference, boxes[0, cells[0]][None])
+    assert model.select_queries(logits, boxes, 0)[1].tolist() == [[1, 3, 5]]  # inference: one-to-one only
