@@ -97,6 +97,8 @@ class ModelConfig:
     # "overlapping", the top ones again (they repeat the one-to-one proposals)
     one2many_selection: str = "disjoint"
     look_forward_twice: bool = True
+    # which earlier box heads a layer's box loss reaches: "previous" (the official code, DINO) or "all"
+    look_forward_reach: str = "previous"
     # object query content = learned embedding + target feature at its proposal cell (q_i = m_i + y_pi(i));
     # false: the learned embedding alone
     content_from_target: bool = True
@@ -276,6 +278,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.one2many_repeats", lambda v: v >= 1, "at least 1"),
     ("model.identity_classes", lambda v: v >= 0, "0 or more"),
     ("model.bias_inputs", lambda v: v in ("linear", "signed_log"), "one of linear, signed_log"),
+    ("model.look_forward_reach", lambda v: v in ("previous", "all"), "one of previous, all"),
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),

@@ -43,7 +43,11 @@ class CheckpointError(RuntimeError):
 
 
 # model options and the behaviour of the code before each existed
-_OPTIONS_BEFORE_THEY_EXISTED = {"bias_inputs": "signed_log", "one2many_selection": "overlapping"}
+_OPTIONS_BEFORE_THEY_EXISTED = {
+    "bias_inputs": "signed_log",
+    "one2many_selection": "overlapping",
+    "look_forward_reach": "all",
+}
 
 
 def migrate(state: dict) -> dict:

@@ -61,8 +61,17 @@ class DecoderOutput:
 
 
 class Decoder(nn.Module):
-    def __init__(self, layers: list[DecoderLayer], dim: int, look_forward_twice: bool = True) -> None:
+    def __init__(
+        self, layers: list[DecoderLayer], dim: int, look_forward_twice: bool = True, reach: str = "previous"
+    ) -> None:
+        """``look_forward_twice``: a layer's box is its delta applied to the previous layer's box taken with its
+        gradient, so the layer's box loss also trains earlier box heads. ``reach``: which ones, ``"previous"``
+        (the layer before only, as the official code and DINO) or ``"all"`` (every earlier one, through the chain
+        of undetached boxes)."""
         super().__init__()
+        if reach not in ("previous", "all"):
+            raise ValueError(f"unknown look-forward reach {reach!r}; use previous or all")
+        self.reach = reach
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(dim)
         self.query_pos = BoxPositionEmbedding(dim)
@@ -86,7 +95,7 @@ class Decoder(nn.Module):
         """``queries (B, Nq, d)`` content part; ``reference (B, Nq, 4)`` detached ``cxcywh`` boxes;
         ``conditioning``/``content`` ``(B, h*w, d)`` with position embeddings already added."""
         hidden, boxes = [], []
-        previous = reference
+        previous = undetached = reference
         for layer, box_head in zip(self.layers, self.box_heads):
             relation = {"boxes": reference, "grid_size": grid_size, "image_sizes": image_sizes}
             queries = layer(
@@ -100,9 +109,13 @@ class Decoder(nn.Module):
             )
             h = self.norm(queries)
             delta = box_head(h)
-            base = previous if self.look_forward_twice else reference
+            if not self.look_forward_twice:
+                base = reference
+            else:  # the same value as reference; only the gradient's path differs
+                base = undetached if self.reach == "previous" else previous
             predicted = (inverse_sigmoid(base) + delta).sigmoid()
-            reference = (inverse_sigmoid(reference) + delta).sigmoid().detach()
+            undetached = (inverse_sigmoid(reference) + delta).sigmoid()  # gradient to this layer's delta only
+            reference = undetached.detach()
             previous = predicted
             hidden.append(h)
             boxes.append(predicted)

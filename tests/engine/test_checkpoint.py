@@ -104,6 +104,7 @@ def test_a_checkpoint_from_before_the_fidelity_options_keeps_the_behaviour_it_wa
     old = {"format": 1, "model": {}, "config": {"model": {"num_queries_one2many": 1500, "hidden_dim": 32}}}
     model = migrate(old)["config"]["model"]
     assert model["bias_inputs"] == "signed_log" and model["one2many_selection"] == "overlapping"
+    assert model["look_forward_reach"] == "all"
     assert model["hidden_dim"] == 32 and "bias_inputs" not in old["config"]["model"]  # the input is not changed
     none = migrate({"format": 1, "model": {}, "config": {"model": {"num_queries_one2many": 0}}})["config"]["model"]
     assert none["one2many_selection"] == "disjoint"  # no one-to-many queries: the selections coincide
