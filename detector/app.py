@@ -18,25 +18,10 @@ import numpy as np
 
 from .data.images import ImageReadError, load_image
 from .data.transforms import crop_box
-from .inference.predictor import Predictor, check_query_box
+from .inference.predictor import Predictor, check_query_box, parse_box
 from .visualize import draw_detections
 
 KEEP_SCORE = 0.05  # detections kept from a run; the slider then shows those above its threshold, without re-running
-
-
-def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
-    """``"x1, y1, x2, y2"`` -> a box; empty or ``whole`` -> ``None`` (the whole image)."""
-    text = (text or "").strip()
-    if not text or text.lower() == "whole":
-        return None
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError as error:
-        raise ValueError(f"the box {text!r} must be four numbers x1, y1, x2, y2 (pixels), or empty") from error
-    if len(values) != 4:
-        raise ValueError(f"the box {text!r} must be four numbers x1, y1, x2, y2 (pixels), or empty")
-    return values  # type: ignore[return-value]
 
 
 def box_from_clicks(clicks: list[tuple[int, int]]) -> str:

@@ -23,19 +23,9 @@ from ..data.images import load_image
 from ..data.transforms import crop_box
 from ..inference.batch import find_targets, picture_names, predict_images
 from ..inference.onnx_runner import OnnxPredictor
-from ..inference.predictor import Predictor, check_query_box
+from ..inference.predictor import Predictor, check_query_box, parse_box
 from ..visualize import draw_detections, save_rgb
 from .common import command
-
-
-def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
-    """``X1,Y1,X2,Y2`` -> a box; None or ``whole`` -> the whole image."""
-    if text is None or text == "whole":
-        return None
-    parts = text.split(",")
-    if len(parts) != 4:
-        raise ValueError(f"--query-box {text!r} must be X1,Y1,X2,Y2 (four numbers) or 'whole'")
-    return tuple(float(v) for v in parts)
 
 
 def read_queries(files: list[str], box_texts: list[str] | None) -> tuple[list, list]:

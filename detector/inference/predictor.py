@@ -42,6 +42,22 @@ def read_any(image: ImageLike) -> np.ndarray:
     return to_rgb_array(image)
 
 
+def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
+    """A query box typed by a user (command line, web page): ``X1,Y1,X2,Y2`` (commas or spaces) -> a box;
+    empty, ``None`` or ``whole`` -> ``None``, the whole image."""
+    text = (text or "").strip()
+    if not text or text.lower() == "whole":
+        return None
+    message = f"the query box {text!r} must be four numbers X1,Y1,X2,Y2 (pixels), or 'whole'"
+    try:
+        values = tuple(float(p) for p in text.replace(",", " ").split())
+    except ValueError as error:
+        raise ValueError(message) from error
+    if len(values) != 4:
+        raise ValueError(message)
+    return values  # type: ignore[return-value]
+
+
 def check_query_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
     """Validate ``xyxy`` ``box`` against a ``width x height`` image; clip it; raise on a useless box."""
     x1, y1, x2, y2 = (float(v) for v in box)

@@ -449,6 +449,7 @@ INFER_CASES = [
     ("query box outside the image", ["--query-box", "200,200,300,300"], "outside"),
     ("query box of 2 pixels", ["--query-box", "10,10,12,12"], "4 pixels"),
     ("query box of three numbers", ["--query-box", "10,10,40"], "X1,Y1,X2,Y2"),
+    ("a letter in the box", ["--query-box", "10,a,40,40"], "four numbers X1,Y1,X2,Y2"),
     ("two boxes for one query", ["--query-box", "whole", "whole"], "1 --query images but 2 --query-box"),
 ]
 
