@@ -143,9 +143,17 @@ class TrainConfig:
     pretrain_crop_size: int = 64  # longer side of a crop, pixels
     pretrain_lr: float = 1e-3
     pretrain_max_crops: int = 20_000
+    # backbone body lr = lr * backbone_lr_scale * layer_decay ** depth-from-the-top; the paper configs use 1.0
+    # (the official code has no extra backbone factor), 0.1 is DETR's convention
     backbone_lr_scale: float = 0.1
     layer_decay: float = 0.9
     weight_decay: float = 0.05
+    # weight decay on the position-bias MLPs (box-bias MLPs, Swin-v2's cpb_mlp/logit_scale); false = the official
+    # code (they are in its wd_norm_names); norms and biases never decay
+    decay_position_bias: bool = False
+    # fraction of max_steps from which the backbone body is frozen (the official stage 2: from epoch 2 of 14, 0.143);
+    # null: never. The projection, norm and upsampler keep training
+    freeze_backbone_at: float | None = None
     warmup_steps: int = 1000
     lr_drop_at: float = 0.8  # fraction of max_steps after which lr is multiplied by 0.1
     clip_grad_norm: float = 0.1
@@ -287,6 +295,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("train.lr", lambda v: 0 < v < float("inf"), "a positive number"),
     ("train.warmup_steps", lambda v: v >= 0, "0 or more"),
     ("train.lr_drop_at", lambda v: 0 <= v <= 1, "a fraction of max_steps, 0 to 1"),
+    ("train.freeze_backbone_at", lambda v: v is None or 0 <= v <= 1, "a fraction of max_steps, 0 to 1, or null"),
     ("train.clip_grad_norm", lambda v: v >= 0, "0 (off) or more"),
     ("train.grad_accum", lambda v: v >= 1, "at least 1"),
     ("train.amp", lambda v: v in ("auto", "off", "bf16", "fp16"), "one of auto, off, bf16, fp16"),

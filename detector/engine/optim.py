@@ -1,12 +1,30 @@
-"""AdamW with layer-wise learning-rate decay for the backbone, warm-up and a step decay."""
+"""AdamW with layer-wise learning-rate decay for the backbone, warm-up, a step decay, and the backbone freeze."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..attention.bias import BoxRelativePositionBias, SequenceOffsetBias
 from ..config import TrainConfig
 from ..models.backbone import Backbone
+
+# parameters of torchvision's Swin-v2 that, like the box-bias MLPs, parametrise position and not content: the
+# continuous position-bias MLP and the attention's learned temperature (the official code's ``wd_norm_names``)
+_FOREIGN_POSITION_NAMES = ("cpb_mlp", "logit_scale", "relative_position_bias_table")
+
+
+def position_bias_parameters(modules: nn.Module) -> set[int]:
+    """``id``s of the parameters that map relative positions to attention biases: every box-bias and
+    sequence-offset MLP of ours, and Swin-v2's position-bias MLPs and logit scales."""
+    ids = {
+        id(p)
+        for m in modules.modules()
+        if isinstance(m, BoxRelativePositionBias | SequenceOffsetBias)
+        for p in m.parameters()
+    }
+    ids |= {id(p) for n, p in modules.named_parameters() if any(k in n for k in _FOREIGN_POSITION_NAMES)}
+    return ids
 
 
 def build_optimizer(modules: nn.Module, backbone: Backbone, config: TrainConfig) -> torch.optim.AdamW:
@@ -14,10 +32,12 @@ def build_optimizer(modules: nn.Module, backbone: Backbone, config: TrainConfig)
 
     A parameter of backbone block ``depth`` (of ``count``, see ``block_depths``) trains at
     ``lr * backbone_lr_scale * layer_decay ** (count - 1 - depth)``; every other parameter (the backbone's
-    projection included) at ``lr``. Norm weights and biases (1-d parameters) get no weight decay.
+    projection included) at ``lr``. No weight decay on norm weights and biases (1-d parameters) nor, unless
+    ``train.decay_position_bias``, on the position-bias MLPs (:func:`position_bias_parameters`).
     """
     depths, count = backbone.body.block_depths()
     body_params = {id(p): depths[n] for n, p in backbone.body.named_parameters()}
+    no_decay = set() if config.decay_position_bias else position_bias_parameters(modules)
     groups: dict[tuple[float, float], list] = {}
     for name, param in modules.named_parameters():
         if not param.requires_grad:
@@ -25,14 +45,15 @@ def build_optimizer(modules: nn.Module, backbone: Backbone, config: TrainConfig)
         lr = config.lr
         if id(param) in body_params:
             lr = config.lr * config.backbone_lr_scale * config.layer_decay ** (count - 1 - body_params[id(param)])
-        decay = 0.0 if param.ndim <= 1 or name.endswith(".bias") else config.weight_decay
+        plain = param.ndim <= 1 or name.endswith(".bias") or id(param) in no_decay
+        decay = 0.0 if plain else config.weight_decay
         groups.setdefault((lr, decay), []).append(param)
     param_groups = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
     return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_steps``, then constant, then x0.1 after ``lr_drop_at * max_steps``."""
+    """Linear warm-up over ``warmup_steps``, then constant, then x0.1 from step ``int(lr_drop_at * max_steps)``."""
     drop = int(config.lr_drop_at * config.max_steps)
 
     def factor(step: int) -> float:
@@ -40,3 +61,23 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
         return warm * (0.1 if step >= drop else 1.0)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def freeze_step(config: TrainConfig) -> int | None:
+    """The optimizer step from which the backbone body is frozen (``train.freeze_backbone_at`` of
+    ``max_steps``), or None when it is never frozen."""
+    if config.freeze_backbone_at is None:
+        return None
+    return round(config.freeze_backbone_at * config.max_steps)
+
+
+def freeze_backbone_body(backbone: Backbone) -> int:
+    """Stop training the backbone body (its projection, norm and any upsampler keep training), as the official
+    code does from stage-2 epoch 2. Returns how many parameters were frozen. Their gradients stay ``None``, so
+    AdamW leaves them alone (no update, no weight decay), and the backward pass stops at the body. As with the
+    official freeze, a BatchNorm's running statistics (the CPU-tiny body's) keep updating in training mode."""
+    frozen = [p for p in backbone.body.parameters() if p.requires_grad]
+    for param in frozen:
+        param.requires_grad_(False)
+        param.grad = None
+    return len(frozen)

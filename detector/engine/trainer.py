@@ -45,7 +45,7 @@ from .checkpoint import (
 from .evaluate import evaluate_model
 from .hooks import EveryNSteps, MetricsLog, ProgressHook, TimeLimit
 from .loop import Position, amp_dtype_for, train_one_epoch
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, freeze_backbone_body, freeze_step
 from .pretrain import extract_crops, pretrain_backbone
 
 logger = logging.getLogger(__name__)
@@ -201,7 +201,22 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
         desc=f"train {out.name}",
         dynamic_ncols=True,
     )
+    frozen_from = freeze_step(config.train)
+
+    def freeze(report=None) -> None:
+        step = position.step if report is None else report.position.step
+        if (
+            frozen_from is not None
+            and step >= frozen_from
+            and any(p.requires_grad for p in model.backbone.body.parameters())
+        ):
+            count = freeze_backbone_body(model.backbone)
+            if main:
+                logger.info("backbone body frozen from step %d (%d parameter tensors)", step, count)
+
+    freeze()  # a run resumed after the freeze step (or frozen from step 0)
     hooks = [
+        freeze,
         ProgressHook(bar, log, config.train.log_every),
         EveryNSteps(config.train.checkpoint_every, checkpoint),
         EveryNSteps(config.train.eval_every, evaluate_now),

@@ -113,8 +113,9 @@ class TorchvisionBackbone(nn.Module):
         """``({parameter name: depth}, count)`` for layer-wise lr decay, depth 0 next to the input.
 
         ResNet: the stem is 0 and ``layer1..layer4`` are 1..4 (count 5). Swin-v2: every transformer block
-        is one depth (the patch embedding is 0, blocks 1..24 for Swin-v2-S); a patch-merging layer and the
-        final norm take the depth of the block before them.
+        is one depth (the patch embedding is 0, blocks 1..24 for Swin-v2-S); a patch-merging layer takes the
+        depth of the block before it and the final norm the depth above the last block (count 26), so the last
+        block trains at ``layer_decay`` times the head's rate, as the official code's layer ids.
         """
         depths: dict[str, int] = {}
         if self.name.startswith("resnet"):  # body: conv1, bn1, relu, maxpool, layer1..layer4
@@ -133,9 +134,9 @@ class TorchvisionBackbone(nn.Module):
                 for name, _ in stage.named_parameters():
                     depths[f"body.0.{index}.{name}"] = depth
             last = depth
-        for name, _ in self.body[1].named_parameters():
-            depths[f"body.1.{name}"] = last
-        return depths, last + 1
+        for name, _ in self.body[1].named_parameters():  # the final norm: one above the last block
+            depths[f"body.1.{name}"] = last + 1
+        return depths, last + 2
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         if self.channels_last:  # swin: (B, H, W, C) features

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detector.config import load_config
-from detector.engine.optim import build_optimizer, build_scheduler
+from detector.engine.optim import build_optimizer, build_scheduler, freeze_step
 from detector.models import build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -27,7 +27,7 @@ def test_resnet50_layer_decay_one_rate_per_stage():
     model = build_model(config.model, load_weights=False)
     optimizer = build_optimizer(model, model.backbone, config.train)
     body = dict(model.backbone.body.named_parameters())
-    base = 2e-4 * 0.1  # train.lr * backbone_lr_scale; layer_decay 0.9, five depths: stem, layer1..layer4
+    base = 2e-4  # train.lr, no extra backbone factor (as the official code); layer_decay 0.9, five depths
     expected = {
         "body.0.weight": base * 0.9**4,  # conv1 (stem)
         "body.4.0.conv1.weight": base * 0.9**3,  # layer1
@@ -40,7 +40,7 @@ def test_resnet50_layer_decay_one_rate_per_stage():
     assert lr_of(optimizer, model.backbone.input_proj.weight) == pytest.approx(2e-4)
     assert lr_of(optimizer, model.decoder.layers[0].ffn[0].weight) == pytest.approx(2e-4)
     rates = {round(g["lr"], 15) for g in optimizer.param_groups}
-    assert len(rates) == 6  # five backbone depths and the rest
+    assert len(rates) == 5  # five backbone depths, layer4 at the head's rate
 
 
 def test_swin_v2_s_layer_decay_one_rate_per_block():
@@ -48,23 +48,24 @@ def test_swin_v2_s_layer_decay_one_rate_per_block():
     model = build_model(config.model, load_weights=False)
     optimizer = build_optimizer(model, model.backbone, config.train)
     body = dict(model.backbone.body.named_parameters())
-    base = config.train.lr * config.train.backbone_lr_scale
-    # depths: patch embedding 0, then the 2 + 2 + 18 + 2 transformer blocks 1..24 (count 25)
+    # the official layer ids: patch embedding 0, the 2 + 2 + 18 + 2 blocks 1..24, the final norm 25, and a
+    # parameter at id k trains at lr * 0.9 ** (25 - k); no extra backbone factor
     expected = {
         "body.0.0.0.weight": 0,  # patch embedding conv
         "body.0.1.0.attn.qkv.weight": 1,  # stage 1, block 0
         "body.0.1.1.mlp.0.weight": 2,  # stage 1, block 1
-        "body.0.2.reduction.weight": 2,  # patch merging after stage 1: depth of the block before it
+        "body.0.2.reduction.weight": 2,  # patch merging after stage 1: the id of the block before it
         "body.0.3.0.attn.qkv.weight": 3,  # stage 2, block 0
         "body.0.5.17.mlp.0.weight": 22,  # stage 3, last block: 2 + 2 + 18
         "body.0.7.1.attn.proj.weight": 24,  # stage 4, last block
-        "body.1.weight": 24,  # final norm
+        "body.1.weight": 25,  # final norm
     }
-    for name, depth in expected.items():
-        lr = base * config.train.layer_decay ** (24 - depth)
+    assert config.train.backbone_lr_scale == 1.0
+    for name, layer_id in expected.items():
+        lr = 2e-4 * 0.9 ** (25 - layer_id)
         assert lr_of(optimizer, body[name]) == pytest.approx(lr, rel=1e-9), name
     rates = {round(g["lr"], 15) for g in optimizer.param_groups}
-    assert len(rates) == 26  # 25 backbone depths and the rest
+    assert len(rates) == 26  # ids 0..25; the final norm shares the head's rate
 
 
 def test_no_weight_decay_on_norms_and_biases():
@@ -78,8 +79,31 @@ def test_no_weight_decay_on_norms_and_biases():
     assert decay_of(optimizer, model.backbone.norm.weight) == 0.0
 
 
+def test_position_bias_mlps_get_no_weight_decay_in_the_paper_configs():
+    """The official code keeps its box-bias MLPs (``cpb_mlp``), Swin-v2's position-bias MLPs and logit scales
+    out of weight decay; ``train.decay_position_bias: true`` decays their weight matrices as any other."""
+    for option, expected in (("false", 0.0), ("true", 0.05)):
+        config = load_config(
+            CONFIGS / "ia_detr_swin_v2_s.yaml",
+            ["model.backbone.weights=null", f"train.decay_position_bias={option}"],
+        )
+        model = build_model(config.model, load_weights=False)
+        optimizer = build_optimizer(model, model.backbone, config.train)
+        bias = model.decoder.layers[2].fusion.bias
+        assert decay_of(optimizer, bias.mlp_x[0].weight) == expected
+        assert decay_of(optimizer, bias.mlp_y[2].weight) == expected
+        block = dict(model.backbone.body.named_parameters())
+        assert decay_of(optimizer, block["body.0.1.0.attn.cpb_mlp.0.weight"]) == expected
+        assert decay_of(optimizer, block["body.0.1.0.attn.logit_scale"]) == expected
+        assert decay_of(optimizer, bias.mlp_x[0].bias) == 0.0  # biases never decay
+        assert decay_of(optimizer, block["body.0.1.0.attn.qkv.weight"]) == 0.05  # content weights always do
+        assert decay_of(optimizer, model.decoder.layers[2].fusion.q_proj.weight) == 0.05
+
+
 def test_scheduler_warmup_then_drop():
-    config = load_config(CONFIGS / "tiny_synthetic.yaml", ["train.warmup_steps=4", "train.max_steps=10"])
+    config = load_config(
+        CONFIGS / "tiny_synthetic.yaml", ["train.warmup_steps=4", "train.max_steps=10", "train.lr_drop_at=0.8"]
+    )
     model = build_model(config.model, load_weights=False)
     optimizer = build_optimizer(model, model.backbone, config.train)
     scheduler = build_scheduler(optimizer, config.train)
@@ -90,3 +114,10 @@ def test_scheduler_warmup_then_drop():
         scheduler.step()
     # warm-up (s + 1) / 4 for steps 0..3, then 1, then x0.1 from step int(0.8 * 10) = 8
     assert seen == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 0.1, 0.1])
+
+
+def test_freeze_step_is_the_fraction_of_max_steps_or_never():
+    official = load_config(CONFIGS / "ia_detr_swin_v2_s.yaml", ["train.max_steps=14000"]).train
+    assert freeze_step(official) == 2002  # from epoch 2 of 14 (0.143 of the steps, rounded)
+    assert official.lr_drop_at * 14 == pytest.approx(11, abs=0.01)  # lr x0.1 after epoch 11 of 14
+    assert freeze_step(load_config(CONFIGS / "tiny_synthetic.yaml").train) is None

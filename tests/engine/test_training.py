@@ -90,6 +90,33 @@ def test_kill_and_resume_reaches_the_same_weights(data_root, tmp_path):
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
 
 
+def test_the_backbone_body_freezes_at_its_step_and_stays_frozen_after_a_resume(data_root, tmp_path):
+    """``train.freeze_backbone_at: 0.5`` of 4 steps: the body trains in steps 1-2 and not in 3-4 (the
+    projection does); a run resumed from step 3 freezes again before its first step and ends bit-identical."""
+    steps = ["train.max_steps=4", "train.checkpoint_every=1", "train.keep_checkpoints=4", "train.eval_every=-1"]
+    straight = load_config(
+        ROOT / "configs/tiny_synthetic.yaml",
+        _overrides(data_root, tmp_path / "a", *steps, "train.freeze_backbone_at=0.5"),
+    )
+    train(straight, progress=False)
+    at = {k: _params(tmp_path / "a" / f"checkpoint_000000{k}.pth") for k in (1, 2, 4)}
+    # parameters only: like the official freeze (requires_grad), BatchNorm statistics keep their running update
+    body = [
+        k for k in at[1] if k.startswith("backbone.body.") and not k.rsplit(".", 1)[1].startswith(("running", "num"))
+    ]
+    assert body and all(torch.equal(at[2][k], at[4][k]) for k in body)
+    assert not all(torch.equal(at[1][k], at[2][k]) for k in body)  # it trained in step 2
+    assert not torch.equal(at[2]["backbone.input_proj.weight"], at[4]["backbone.input_proj.weight"])
+    resumed = load_config(
+        ROOT / "configs/tiny_synthetic.yaml",
+        _overrides(data_root, tmp_path / "b", *steps, "train.freeze_backbone_at=0.5"),
+    )
+    train(resumed, resume=str(tmp_path / "a" / "checkpoint_0000003.pth"), progress=False)
+    again = _params(tmp_path / "b" / "last.pth")
+    for key in at[4]:
+        torch.testing.assert_close(again[key], at[4][key], rtol=0, atol=0, msg=key)
+
+
 def test_corrupted_and_foreign_checkpoints_are_refused(data_root, tmp_path):
     config = load_config(
         ROOT / "configs/tiny_synthetic.yaml",
@@ -142,7 +169,14 @@ def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
         "--config",
         str(ROOT / "configs/tiny_synthetic.yaml"),
         "--no-progress",
-        *_overrides(data_root, tmp_path, "train.max_steps=3", "train.eval_every=0"),
+        *_overrides(
+            data_root,
+            tmp_path,
+            "train.max_steps=3",
+            "train.eval_every=0",
+            "train.checkpoint_every=1",
+            "train.freeze_backbone_at=0.34",  # frozen after step 1: DDP then sees a body with no gradients
+        ),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -151,6 +185,11 @@ def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
     assert rank0["steps"] == rank1["steps"] == 3
     assert rank0["parameter_fingerprint"] == rank1["parameter_fingerprint"]
     assert rank0["unseen_ap50"] == rank1["unseen_ap50"]  # evaluation shards gathered on every rank
+    first, last = _params(tmp_path / "checkpoint_0000001.pth"), _params(tmp_path / "checkpoint_0000003.pth")
+    body = [
+        k for k in first if k.startswith("backbone.body.") and not k.rsplit(".", 1)[1].startswith(("running", "num"))
+    ]
+    assert body and all(torch.equal(first[k], last[k]) for k in body)
 
 
 def test_stage1_self_supervised_then_stage2_from_it(data_root, tmp_path):
