@@ -123,6 +123,9 @@ class LossConfig:
     contrastive_weight: float = 2.0
     contrastive_temperature: float = 0.5
     contrastive_dim: int = 0  # >0 (stage 1: 128) adds the contrastive loss on decoder outputs
+    # the two-stage proposals' targets: decoder (the decoder's: in stage 2 the query class's boxes, as the official
+    # code) or all (every annotated box: class-agnostic objectness over whatever the data set labels)
+    proposal_targets: str = "decoder"
 
 
 @dataclass
@@ -288,6 +291,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.bias_inputs", lambda v: v in ("linear", "signed_log"), "one of linear, signed_log"),
     ("model.look_forward_reach", lambda v: v in ("previous", "all"), "one of previous, all"),
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
+    ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.max_steps", lambda v: v >= 0, "0 or more"),

@@ -98,6 +98,7 @@ def build_criterion(config: Config) -> SetCriterion:
         loss.identity_weight,
         loss.contrastive_weight,
         loss.contrastive_temperature,
+        loss.proposal_targets,
     )
 
 

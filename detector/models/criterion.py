@@ -35,7 +35,11 @@ class SetCriterion(nn.Module):
         identity_weight: float = 1.0,
         contrastive_weight: float = 2.0,
         contrastive_temperature: float = 0.5,
+        proposal_targets: str = "decoder",
     ) -> None:
+        """``proposal_targets``: what the dense two-stage proposals learn to find: ``decoder``, the decoder's
+        targets (stage 2: the query class's boxes; the official code), or ``all``, every annotated box
+        (class-agnostic objectness)."""
         super().__init__()
         self.matcher = matcher
         self.weights = {"class": class_weight, "l1": l1_weight, "giou": giou_weight}
@@ -43,6 +47,7 @@ class SetCriterion(nn.Module):
         self.one2many_repeats, self.one2many_weight = one2many_repeats, one2many_weight
         self.identity_weight = identity_weight
         self.contrastive_weight, self.temperature = contrastive_weight, contrastive_temperature
+        self.proposal_targets = proposal_targets
 
     def set_loss(
         self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[torch.Tensor], num_boxes: float
@@ -85,7 +90,9 @@ class SetCriterion(nn.Module):
         add("", final)
         for i, (logits, pred) in enumerate(outputs.aux):
             add(f"_aux{i}", self.set_loss(logits, pred, boxes, num_boxes)[0])
-        if outputs.proposals is not None:
+        if outputs.proposals is not None and self.proposal_targets == "decoder":
+            add("_proposals", self.set_loss(*outputs.proposals, boxes, num_boxes)[0])
+        elif outputs.proposals is not None:
             every_box = [t["all_boxes"] for t in targets]
             count = float(max(sum(len(b) for b in every_box), 1))
             add("_proposals", self.set_loss(*outputs.proposals, every_box, count)[0])

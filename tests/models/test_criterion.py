@@ -61,3 +61,19 @@ def test_identity_head_pools_the_box_feature():
     box = torch.tensor([[40.0 / 128, 56.0 / 128, 48.0 / 128, 48.0 / 128]])  # those 3x3 cells, cxcywh
     out = head(torch.zeros(1, 64), torch.zeros(1, 10, 64), features, [box], torch.tensor([[128, 128]]))
     torch.testing.assert_close(out.boxes, head.classifier(c[None]))
+
+
+def test_proposals_learn_the_decoders_targets_or_every_box():
+    """Proposal 0 is the query-class box A exactly, proposal 1 is the other annotated box B shifted by 0.1 in cx.
+    ``decoder`` (the official code): the proposals' one target is A, matched exactly: L1 0. ``all``: A and B
+    are both targets, matched to proposals 0 and 1: L1 = (0 + 0.1) / 2 boxes, times the L1 weight 5."""
+    a, b = torch.tensor([0.3, 0.3, 0.2, 0.2]), torch.tensor([0.7, 0.6, 0.2, 0.3])
+    proposals = (
+        torch.tensor([[5.0, 5.0, -5.0]]),
+        torch.stack([a, b + torch.tensor([0.1, 0, 0, 0]), a * 0 + 0.9])[None],
+    )
+    out = DetectorOutput(torch.zeros(1, 2), torch.stack([a, b])[None], proposals=proposals)
+    targets = [{"boxes": a[None], "all_boxes": torch.stack([a, b])}]
+    for mode, l1 in (("decoder", 0.0), ("all", 5 * 0.1 / 2)):
+        _, criterion, _ = tiny_detector(f"loss.proposal_targets={mode}")
+        assert criterion(out, targets)["l1_proposals"].item() == pytest.approx(l1, abs=1e-6), mode
