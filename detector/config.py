@@ -61,11 +61,20 @@ class DataConfig:
     target_sizes: list[int] = field(default_factory=lambda: [400, 432, 464, 496, 528, 544])
     target_max_size: int = 512
     test_size: int = 512
-    query_size: int = 300  # longer side of the query patch
+    query_size: int = 300  # side of the query patch
+    # square: the patch resized to query_size x query_size, aspect not kept (the official code); longer_side: the
+    # longer side to query_size, aspect kept
+    query_resize: str = "square"
     size_divisor: int = 32  # the common grid is padded to a multiple of this
     hflip: bool = True  # horizontal flips of targets and queries in training (off for glyphs)
     random_crop: bool = True
+    # detr: half of the time, a 384-512 px window after a resize to 400/480/512 that may cut boxes (the official
+    # code); box_safe: half of the time, a window that never cuts a box
+    crop_style: str = "detr"
     query_augment: bool = True
+    # official: torchvision's ops at the official probabilities (jitter 0.3, perspective 0.5, grayscale 0.4,
+    # blur 0.5); light: milder albumentations ops (0.8 / 0.3 / 0.1 / 0.2)
+    query_augment_style: str = "official"
     num_workers: int = 2
 
 
@@ -99,6 +108,10 @@ class ModelConfig:
     look_forward_twice: bool = True
     # which earlier box heads a layer's box loss reaches: "previous" (the official code, DINO) or "all"
     look_forward_reach: str = "previous"
+    # what padding cells hold: backbone (the official code: the backbone runs over each whole padded canvas, query
+    # included, and padding keeps its response to zero pixels) or zero (the query's encoding does not depend on the
+    # grid, so it is computed once for any number of targets; the backbone sees only the query patch)
+    padding_features: str = "backbone"
     # object query content = learned embedding + target feature at its proposal cell (q_i = m_i + y_pi(i));
     # false: the learned embedding alone
     content_from_target: bool = True
@@ -281,6 +294,9 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
         lambda v: v in ("resnet18", "resnet50", "swin_v2_s", "tiny"),
         "one of resnet18, resnet50, swin_v2_s, tiny",
     ),
+    ("data.query_resize", lambda v: v in ("square", "longer_side"), "one of square, longer_side"),
+    ("data.crop_style", lambda v: v in ("detr", "box_safe"), "one of detr, box_safe"),
+    ("data.query_augment_style", lambda v: v in ("official", "light"), "one of official, light"),
     ("model.hidden_dim", lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
     ("model.num_heads", lambda v: v >= 1, "at least 1"),
     ("model.num_layers", lambda v: v >= 1, "at least 1"),
@@ -290,6 +306,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.identity_classes", lambda v: v >= 0, "0 or more"),
     ("model.bias_inputs", lambda v: v in ("linear", "signed_log"), "one of linear, signed_log"),
     ("model.look_forward_reach", lambda v: v in ("previous", "all"), "one of previous, all"),
+    ("model.padding_features", lambda v: v in ("backbone", "zero"), "one of backbone, zero"),
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
     ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),

@@ -38,6 +38,15 @@ def build_split_data(config: DataConfig, subset: str) -> SplitData:
 
 def build_transforms(config: DataConfig, train: bool) -> tuple[TargetTransform, QueryTransform]:
     target = TargetTransform(
-        train, config.target_sizes, config.target_max_size, config.test_size, config.hflip, config.random_crop
+        train,
+        config.target_sizes,
+        config.target_max_size,
+        config.test_size,
+        config.hflip,
+        config.random_crop,
+        config.crop_style,
     )
-    return target, QueryTransform(train, config.query_size, config.query_augment, config.hflip)
+    query = QueryTransform(
+        train, config.query_size, config.query_augment, config.hflip, config.query_resize, config.query_augment_style
+    )
+    return target, query

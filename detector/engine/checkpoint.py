@@ -44,9 +44,13 @@ class CheckpointError(RuntimeError):
 
 # model options and the behaviour of the code before each existed
 _OPTIONS_BEFORE_THEY_EXISTED = {
-    "bias_inputs": "signed_log",
-    "one2many_selection": "overlapping",
-    "look_forward_reach": "all",
+    "model": {
+        "bias_inputs": "signed_log",
+        "one2many_selection": "overlapping",
+        "look_forward_reach": "all",
+        "padding_features": "zero",
+    },
+    "data": {"query_resize": "longer_side", "crop_style": "box_safe", "query_augment_style": "light"},
 }
 
 
@@ -56,15 +60,17 @@ def migrate(state: dict) -> dict:
     only, so the live heads stand in). The optimizer state needs no change: the heads are registered last in
     the model, in the order the criterion had them.
 
-    Model options added later are filled in with the behaviour the checkpoint was trained with
+    Model and data options added later are filled in with the behaviour the checkpoint was trained with
     (:data:`_OPTIONS_BEFORE_THEY_EXISTED`), so that an older run loads, evaluates and resumes as it was."""
-    model = state.get("config", {}).get("model") if isinstance(state.get("config"), dict) else None
-    if isinstance(model, dict) and any(key not in model for key in _OPTIONS_BEFORE_THEY_EXISTED):
-        before = dict(_OPTIONS_BEFORE_THEY_EXISTED)
-        if not model.get("num_queries_one2many"):  # no one-to-many queries: both selections are the same
-            before["one2many_selection"] = "disjoint"
-        state = dict(state)
-        state["config"] = {**state["config"], "model": {**before, **model}}
+    config = state.get("config") if isinstance(state.get("config"), dict) else None
+    for section, options in _OPTIONS_BEFORE_THEY_EXISTED.items():
+        values = config.get(section) if config is not None else None
+        if isinstance(values, dict) and any(key not in values for key in options):
+            before = dict(options)
+            if section == "model" and not values.get("num_queries_one2many"):  # no one-to-many: the same
+                before["one2many_selection"] = "disjoint"
+            config = {**config, section: {**before, **values}}
+            state = {**state, "config": config}
     if state.get("format", 0) >= FORMAT:
         return state
     state = dict(state)

@@ -49,7 +49,7 @@ def extract_crops(pool: QueryPool, class_ids: set[int], size: int, max_crops: in
     if len(records) > max_crops:
         keep = np.random.default_rng(seed).choice(len(records), max_crops, replace=False)
         records = [records[i] for i in sorted(keep)]
-    resize = QueryTransform(train=False, query_size=size)
+    resize = QueryTransform(train=False, query_size=size, resize="longer_side")
     by_image = defaultdict(list)
     for record in records:
         by_image[record.path].append(record)

@@ -26,7 +26,7 @@ from .predictor import ImageLike, _as_boxes, check_query_box, read_any
 
 def export_settings(config_data: dict, grid: int, max_detections: int, nms_iou: float) -> dict:
     """What the runner needs to preprocess and postprocess as the Predictor does (written beside the model)."""
-    keys = ("test_size", "target_max_size", "query_size")
+    keys = ("test_size", "target_max_size", "query_size", "query_resize")
     return {"grid": grid, **{k: config_data[k] for k in keys}, "max_detections": max_detections, "nms_iou": nms_iou}
 
 
@@ -42,7 +42,8 @@ class OnnxPredictor:
         self.session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
         s = self.settings
         self.target_transform = TargetTransform(False, [s["test_size"]], s["target_max_size"], s["test_size"])
-        self.query_transform = QueryTransform(False, s["query_size"])
+        # settings written before query_resize existed come from models that kept the aspect
+        self.query_transform = QueryTransform(False, s["query_size"], resize=s.get("query_resize", "longer_side"))
         self.postprocessor = PostProcessor(s["max_detections"], s["nms_iou"])
 
     def predict(

@@ -119,7 +119,7 @@ class Predictor:
         self.config = config
         data = config.data
         self.target_transform = TargetTransform(False, [data.test_size], data.target_max_size, data.test_size)
-        self.query_transform = QueryTransform(False, data.query_size)
+        self.query_transform = QueryTransform(False, data.query_size, resize=data.query_resize)
         self.postprocessor = build_postprocessor(config.eval)
 
     @classmethod
@@ -170,6 +170,8 @@ class Predictor:
         target_images, target_masks = pad_to_grid(target_tensors, *grid)
         sizes = torch.tensor([tuple(t.shape[1:]) for t in target_tensors], device=self.device)
         target_images, target_masks = target_images.to(self.device), target_masks.to(self.device)
+        if query is not None and query.canvas:  # encoded on its own canvas: encode it again on this grid
+            query = self.model.encode_query(*self._query_inputs(query_tensors, grid, 1))
         if query is not None:
             outputs = self.model.decode(query, self.model.encode_target(target_images, target_masks, sizes))
         else:
@@ -187,9 +189,11 @@ class Predictor:
         query_masks = query_masks.expand(b, *query_masks.shape[1:])
         return query_images.to(self.device), query_masks.to(self.device)
 
-    def encode_query(self, query_tensors: list[torch.Tensor]) -> QueryEncoding:
-        """The query's encoding (k-shot: one row, the exemplars averaged), computed once per ``predict``."""
-        grid = _grid([tuple(q.shape[1:]) for q in query_tensors], self.config.data.size_divisor)
+    def encode_query(self, query_tensors: list[torch.Tensor], grid: tuple[int, int] | None = None) -> QueryEncoding:
+        """The query's encoding (k-shot: one row, the exemplars averaged), computed once per ``predict``, on
+        its own grid or on ``grid`` (pixels). A model with ``padding_features: backbone`` gives a canvas
+        encoding, which is valid only on the grid it was computed on."""
+        grid = grid or _grid([tuple(q.shape[1:]) for q in query_tensors], self.config.data.size_divisor)
         return self.model.encode_query(*self._query_inputs(query_tensors, grid, 1))
 
     def _detections(

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..data.dataset import pad_to_grid
 from ..engine.checkpoint import torch_save_atomically
-from ..models.ia_detr import TargetEncoding
+from ..models.ia_detr import QueryEncoding, TargetEncoding
 from .predictor import CPU_BATCHING_MAX_PARAMETERS, ImageLike, Predictor, _as_boxes
 
 FORMAT = 1
@@ -291,7 +291,9 @@ class Searcher:
         boxes = _as_boxes(query_box, len(queries))
         if len(boxes) != len(queries):
             raise ValueError(f"got {len(queries)} query images but {len(boxes)} query boxes")
-        query = predictor.encode_query([predictor._query_tensor(q, b) for q, b in zip(queries, boxes)])
+        query_tensors = [predictor._query_tensor(q, b) for q, b in zip(queries, boxes)]
+        shared = predictor.encode_query(query_tensors)
+        on_grid: dict[tuple, QueryEncoding] = {}
         results: list[dict[str, np.ndarray]] = [{} for _ in self.index.entries]
         device = predictor.device
         for group in self._groups(batch_size):
@@ -299,6 +301,12 @@ class Searcher:
             target = TargetEncoding(
                 *(torch.stack([s[f] for s in stored]).to(device) for f in _FIELDS),
             )
+            query = shared
+            if shared.canvas:  # a model with backbone features on padding: the query on this grid, once per grid
+                grid = tuple(int(n) * predictor.model.backbone.stride for n in target.features.shape[-2:])
+                if grid not in on_grid:
+                    on_grid[grid] = predictor.encode_query(query_tensors, grid)
+                query = on_grid[grid]
             outputs = predictor.model.decode(query, target)
             originals = [(self.index.entries[p]["height"], self.index.entries[p]["width"]) for p in group]
             for position, det in zip(group, predictor._detections(outputs, originals, score_threshold)):

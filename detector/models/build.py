@@ -74,6 +74,7 @@ def build_model(
         config.num_queries_one2many,
         query_extent,
         one2many_disjoint=config.one2many_selection == "disjoint",
+        zero_padding=config.padding_features == "zero",
         content_proj=ContentProjection(dim) if config.content_from_target else None,
         similarity=SimilarityLogit(dim, config.num_layers) if config.match_similarity else None,
         identity_head=IdentityHead(dim, config.identity_classes, STRIDE) if config.identity_classes else None,

@@ -84,12 +84,20 @@ class QueryEncoding:
 
     features: torch.Tensor
     mask: torch.Tensor
+    # encoded over a whole canvas with the backbone's features on its padding (model.padding_features: backbone):
+    # valid only on that canvas's grid
+    canvas: bool = False
 
     def on_grid(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and mask padded (zeros, masked) to a target's ``(h, w)`` grid. A grid smaller than the
-        query's is allowed only where the query is padding."""
+        query's is allowed only where the query is padding. A canvas encoding is used only on its own grid."""
         features, mask = self.features, self.mask
         h, w = mask.shape[-2:]
+        if self.canvas and (h, w) != tuple(grid) and not torch.jit.is_tracing():
+            raise ValueError(
+                f"this query was encoded on a {h}x{w}-cell canvas, with the backbone's features on its padding "
+                f"(model.padding_features: backbone); encode it on the target's {grid[0]}x{grid[1]} grid"
+            )
         if h > grid[0] or w > grid[1]:
             if not torch.jit.is_tracing() and not bool(mask[:, grid[0] :].all() and mask[:, :, grid[1] :].all()):
                 raise ValueError(
@@ -104,7 +112,7 @@ class QueryEncoding:
 
     def rows_of(self, index: int) -> QueryEncoding:
         """Row ``index`` as a batch of one."""
-        return QueryEncoding(self.features[index : index + 1], self.mask[index : index + 1])
+        return QueryEncoding(self.features[index : index + 1], self.mask[index : index + 1], self.canvas)
 
 
 class IADETR(nn.Module):
@@ -127,11 +135,19 @@ class IADETR(nn.Module):
         identity_head: IdentityHead | None = None,
         contrastive_head: ContrastiveHead | None = None,
         one2many_disjoint: bool = True,
+        zero_padding: bool = True,
     ) -> None:
         """``one2many_disjoint``: the one-to-many queries take the proposals ranked after the one-to-one ones
-        (one top-``(Nq + Nm)`` ranking split in two, as the official code); ``False``: the top ``Nm`` again."""
+        (one top-``(Nq + Nm)`` ranking split in two, as the official code); ``False``: the top ``Nm`` again.
+
+        ``zero_padding``: features of padding cells are zero, and the backbone sees only the query patch's
+        top-left extent, so a query's encoding does not depend on the grid it is padded to (encode once, decode
+        against targets of any size). ``False`` (the official code): the backbone runs over each whole padded
+        canvas and padding cells keep its features (the response to zero pixels), so a query is encoded on
+        each target grid."""
         super().__init__()
         self.one2many_disjoint = one2many_disjoint
+        self.zero_padding = zero_padding
         self.query_extent = query_extent  # longest side of a query patch (data.query_size)
         self.backbone, self.decoder, self.proposal_head = backbone, decoder, proposal_head
         self.hidden_dim = hidden_dim
@@ -154,7 +170,8 @@ class IADETR(nn.Module):
         the feature mask and the dense two-stage proposals. ``target_images (B, 3, H, W)``, ``target_masks
         (B, H, W)`` (``True`` = padding), ``image_sizes (B, 2)``: each target's unpadded ``(height, width)``."""
         features, mask = self.backbone(target_images, target_masks)
-        features = features * ~mask[:, None]
+        if self.zero_padding:
+            features = features * ~mask[:, None]
         h, w = features.shape[-2:]
         sequence = features.flatten(2).transpose(1, 2)
         logits, boxes = self.proposal_head(sequence, ~mask.flatten(1), (h, w), image_sizes)
@@ -169,6 +186,8 @@ class IADETR(nn.Module):
         k-shot: the ``k`` feature maps are averaged cell by cell over the patches valid there, and a cell is
         valid if it is valid in any of them.
         """
+        if not self.zero_padding:
+            return self._encode_query_canvas(query_images, query_masks)
         stride = self.backbone.stride
         extent = -(-self.query_extent // stride) * stride
         height, width = min(extent, query_images.shape[-2]), min(extent, query_images.shape[-1])
@@ -189,6 +208,18 @@ class IADETR(nn.Module):
         weights = (~masks).float()[:, :, None]
         features = (features * weights).sum(1) / weights.sum(1).clamp(min=1)
         return QueryEncoding(features, masks.all(dim=1))
+
+    def _encode_query_canvas(self, query_images: torch.Tensor, query_masks: torch.Tensor) -> QueryEncoding:
+        """The official code's query encoding: the backbone over the whole padded canvas, padding features kept
+        (k-shot: the plain mean of the ``k`` maps, padding included)."""
+        height, width = query_images.shape[-2:]
+        images, masks = query_images.reshape(-1, 3, height, width), query_masks.reshape(-1, height, width)
+        features, masks = self.backbone(images, masks)
+        if query_images.dim() == 4:
+            return QueryEncoding(features, masks, canvas=True)
+        b, k = query_images.shape[:2]
+        features, masks = features.unflatten(0, (b, k)), masks.unflatten(0, (b, k))
+        return QueryEncoding(features.mean(1), masks.all(dim=1), canvas=True)
 
     def forward(
         self,
@@ -218,8 +249,9 @@ class IADETR(nn.Module):
         on either side is paired with every row of the other (one query against many encoded targets, or many
         queries against one target).
 
-        The query's features are padded to the target's grid (features of padding cells are zero in both); a
-        cell is masked for attention only where both are padding.
+        The query's features are padded to the target's grid (features of padding cells are zero in both; with
+        ``zero_padding`` off the query must have been encoded on the target's grid); a cell is masked for
+        attention only where both are padding.
         """
         b = max(query.features.shape[0], target.features.shape[0])
         target = target.expand(b)

@@ -110,3 +110,12 @@ def test_a_checkpoint_from_before_the_fidelity_options_keeps_the_behaviour_it_wa
     assert none["one2many_selection"] == "disjoint"  # no one-to-many queries: the selections coincide
     new = {"format": 1, "model": {}, "config": {"model": {"bias_inputs": "linear", "one2many_selection": "disjoint"}}}
     assert migrate(new)["config"]["model"]["bias_inputs"] == "linear"  # a recent checkpoint is left as it is
+    data = migrate({"format": 1, "model": {}, "config": {"model": {}, "data": {"query_size": 64}}})["config"]["data"]
+    assert data == {
+        "query_size": 64,
+        "query_resize": "longer_side",
+        "crop_style": "box_safe",
+        "query_augment_style": "light",
+    }
+    square = {"format": 1, "model": {}, "config": {"data": {"query_resize": "square"}}}
+    assert migrate(square)["config"]["data"]["query_resize"] == "square"

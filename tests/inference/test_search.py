@@ -40,7 +40,12 @@ def _whole_network(predictor, query, target):
     return predictor._detections(outputs, [original], 0.0)[0]
 
 
-def test_index_search_equals_the_whole_network_per_pair(checkpoint, tmp_path):
+@pytest.mark.parametrize("padding", ["zero", "backbone"])
+def test_index_search_equals_the_whole_network_per_pair(checkpoint, tmp_path, padding):
+    """Also with the official padding (backbone features on padding cells), where the query is encoded once
+    per target grid instead of once."""
+    if padding == "backbone":
+        checkpoint = save_random_checkpoint(tmp_path / "canvas.pth", "model.padding_features=backbone")
     photos = _photos(tmp_path / "photos")
     query = pattern_image(50, 60, 1)
     predictor = Predictor.from_checkpoint(checkpoint, "cpu")

@@ -178,3 +178,29 @@ def test_one_to_many_queries_take_the_proposals_after_the_one_to_one_ones(disjoi
         assert cells.tolist() == [[1, 3, 5, 1, 3, 5, 7]]
     torch.testing.assert_close(reference, boxes[0, cells[0]][None])
     assert model.select_queries(logits, boxes, 0)[1].tolist() == [[1, 3, 5]]  # inference: one-to-one only
+
+
+def test_with_backbone_features_on_padding_a_query_is_encoded_on_each_target_grid():
+    """``model.padding_features: backbone`` (the official code): padding cells keep the backbone's features, the
+    query is encoded over its whole canvas, and encode + decode still equals the forward; an encoding is refused
+    on another grid rather than silently padded with zeros."""
+    model, _, _ = tiny_detector("model.padding_features=backbone")
+    model.eval()
+    (targets, target_masks, queries, query_masks, sizes), _ = detector_batch(b=2, size=128, query=48)
+    with torch.no_grad():
+        target = model.encode_target(targets, target_masks, sizes)
+        padding = target.mask[1]  # the second target is 96 px wide: its right cells are padding
+        assert padding.any() and target.features[1][:, padding].abs().sum() > 0
+        query = model.encode_query(queries, query_masks)
+        assert query.canvas and query.features.shape[-2:] == (8, 8)
+        assert query.features[0][:, query.mask[0]].abs().sum() > 0
+        whole = model(targets, target_masks, queries, query_masks, sizes)
+        split = model.decode(query, target)
+        torch.testing.assert_close(split.logits, whole.logits)
+        torch.testing.assert_close(split.boxes, whole.boxes)
+        own = model.encode_query(queries[:, :, :64, :64], query_masks[:, :64, :64])
+        with pytest.raises(ValueError, match="encoded on a 4x4-cell canvas.*encode it on the target's 8x8 grid"):
+            model.decode(own, target)
+    zero, _, _ = tiny_detector()
+    with torch.no_grad():
+        assert zero.encode_target(targets, target_masks, sizes).features[1][:, padding].abs().sum() == 0
