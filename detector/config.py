@@ -112,9 +112,12 @@ class ModelConfig:
     # included, and padding keeps its response to zero pixels) or zero (the query's encoding does not depend on the
     # grid, so it is computed once for any number of targets; the backbone sees only the query patch)
     padding_features: str = "backbone"
-    # object query content = learned embedding + target feature at its proposal cell (q_i = m_i + y_pi(i));
-    # false: the learned embedding alone
-    content_from_target: bool = True
+    # object query positions: proposals (the official code: LayerNorm(Linear(sine(proposal boxes))), computed once
+    # for every layer) or refined (an MLP of each layer's refined boxes, as DAB-DETR)
+    query_pos: str = "proposals"
+    # object query content: false, the learned embedding alone (the official code); true, plus the target feature
+    # at its proposal cell (q_i = m_i + y_pi(i), the paper's Definition 1)
+    content_from_target: bool = False
     # adds scale * cos(object features, pooled query embedding) to each class logit: an explicit match term
     # (not in the paper, whose class head is linear; the CPU-tiny model needs it to use the query, see README)
     match_similarity: bool = False
@@ -306,6 +309,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.identity_classes", lambda v: v >= 0, "0 or more"),
     ("model.bias_inputs", lambda v: v in ("linear", "signed_log"), "one of linear, signed_log"),
     ("model.look_forward_reach", lambda v: v in ("previous", "all"), "one of previous, all"),
+    ("model.query_pos", lambda v: v in ("proposals", "refined"), "one of proposals, refined"),
     ("model.padding_features", lambda v: v in ("backbone", "zero"), "one of backbone, zero"),
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
     ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),

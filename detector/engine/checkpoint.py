@@ -49,6 +49,8 @@ _OPTIONS_BEFORE_THEY_EXISTED = {
         "one2many_selection": "overlapping",
         "look_forward_reach": "all",
         "padding_features": "zero",
+        "query_pos": "refined",
+        "content_from_target": True,
     },
     "data": {"query_resize": "longer_side", "crop_style": "box_safe", "query_augment_style": "light"},
 }

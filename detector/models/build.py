@@ -67,7 +67,7 @@ def build_model(
     ]
     return IADETR(
         build_backbone(config, load_weights),
-        Decoder(layers, dim, config.look_forward_twice, config.look_forward_reach),
+        Decoder(layers, dim, config.look_forward_twice, config.look_forward_reach, config.query_pos),
         ProposalHead(dim, STRIDE),
         dim,
         config.num_queries,

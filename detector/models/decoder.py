@@ -3,10 +3,11 @@ refinement and look-forward-twice.
 
 The fusion block is passed in (Indirect Attention with the box bias by default; double cross-attention or
 misaligned attention for the baselines). Each layer's box head predicts a delta (in logit space) that
-refines the reference boxes; the refined, detached boxes give the next layer its query positions and its
-box relative position bias, so the bias follows the boxes. With look-forward-twice (DINO), the box a layer
-is supervised on is its delta applied to the previous layer's *undetached* prediction, so each layer's
-loss also refines the layer before it.
+refines the reference boxes; the refined, detached boxes give the next layer its box relative position bias,
+so the bias follows the boxes. Query positions: ``proposals`` (the official code), one embedding of the
+proposal boxes for every layer, or ``refined``, an MLP of each layer's refined boxes. With look-forward-twice
+(DINO), the box a layer is supervised on is its delta applied to the previous layer's *undetached*
+prediction, so each layer's loss also refines the layer before it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from .box_ops import inverse_sigmoid
 from .layers import MLP
-from .position_encoding import BoxPositionEmbedding
+from .position_encoding import BoxPositionEmbedding, ProposalPositionEmbedding
 
 
 class DecoderLayer(nn.Module):
@@ -62,19 +63,27 @@ class DecoderOutput:
 
 class Decoder(nn.Module):
     def __init__(
-        self, layers: list[DecoderLayer], dim: int, look_forward_twice: bool = True, reach: str = "previous"
+        self,
+        layers: list[DecoderLayer],
+        dim: int,
+        look_forward_twice: bool = True,
+        reach: str = "previous",
+        query_pos: str = "proposals",
     ) -> None:
         """``look_forward_twice``: a layer's box is its delta applied to the previous layer's box taken with its
         gradient, so the layer's box loss also trains earlier box heads. ``reach``: which ones, ``"previous"``
         (the layer before only, as the official code and DINO) or ``"all"`` (every earlier one, through the chain
-        of undetached boxes)."""
+        of undetached boxes). ``query_pos``: ``"proposals"`` or ``"refined"`` (see the module's docstring)."""
         super().__init__()
         if reach not in ("previous", "all"):
             raise ValueError(f"unknown look-forward reach {reach!r}; use previous or all")
+        if query_pos not in ("proposals", "refined"):
+            raise ValueError(f"unknown query position {query_pos!r}; use proposals or refined")
         self.reach = reach
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(dim)
-        self.query_pos = BoxPositionEmbedding(dim)
+        self.pos_once = query_pos == "proposals"
+        self.query_pos = ProposalPositionEmbedding(dim) if self.pos_once else BoxPositionEmbedding(dim)
         self.box_heads = nn.ModuleList(MLP(dim, dim, 4, 3) for _ in layers)
         for head in self.box_heads:
             nn.init.zeros_(head[-1].weight)
@@ -96,11 +105,12 @@ class Decoder(nn.Module):
         ``conditioning``/``content`` ``(B, h*w, d)`` with position embeddings already added."""
         hidden, boxes = [], []
         previous = undetached = reference
+        fixed_pos = self.query_pos(reference) if self.pos_once else None
         for layer, box_head in zip(self.layers, self.box_heads):
             relation = {"boxes": reference, "grid_size": grid_size, "image_sizes": image_sizes}
             queries = layer(
                 queries,
-                self.query_pos(reference),
+                fixed_pos if fixed_pos is not None else self.query_pos(reference),
                 conditioning,
                 content,
                 key_padding_mask,

@@ -50,3 +50,17 @@ class BoxPositionEmbedding(nn.Module):
 
     def forward(self, boxes: torch.Tensor) -> torch.Tensor:
         return self.mlp(sine_box_embedding(boxes, self.dim))
+
+
+class ProposalPositionEmbedding(nn.Module):
+    """The official code's query positions, computed once from the proposal boxes: ``LayerNorm(Linear(sine(box)))``
+    over ``2 d`` channels (``d / 2`` sine channels per coordinate), of which the first ``d`` are kept."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(2 * dim, 2 * dim)
+        self.norm = nn.LayerNorm(2 * dim)
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(sine_box_embedding(boxes, 2 * self.dim)))[..., : self.dim]

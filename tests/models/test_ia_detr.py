@@ -93,8 +93,12 @@ def test_query_content_is_embedding_plus_target_feature_at_proposal_cell():
         cells = logits[b].topk(10).indices
         expected = model.query_content.weight[:10] + model.content_proj(seq[b, cells])
         torch.testing.assert_close(seen["queries"][b], expected, rtol=1e-5, atol=1e-5)
-    plain, _, _ = tiny_detector("model.content_from_target=false")
+    plain, _, _ = tiny_detector("model.content_from_target=false")  # the official code: the embedding alone
     assert plain.content_proj is None
+    plain.eval()
+    plain.decoder.register_forward_pre_hook(lambda module, args: seen.update(queries=args[0]))
+    plain(*inputs)
+    torch.testing.assert_close(seen["queries"], plain.query_content.weight[None, :10].expand(2, -1, -1))
 
 
 def test_training_only_heads_run_in_training_and_are_off_in_inference():
