@@ -112,6 +112,9 @@ class ModelConfig:
     # included, and padding keeps its response to zero pixels) or zero (the query's encoding does not depend on the
     # grid, so it is computed once for any number of targets; the backbone sees only the query patch)
     padding_features: str = "backbone"
+    # two-stage proposals: multi_level (the official code: strides 8/16/32/64 made from the stride-16 map, anchors
+    # 0.05 * 2^level of the image) or single_level (the stride-16 cells, anchors two cells wide)
+    proposals: str = "multi_level"
     # object query positions: proposals (the official code: LayerNorm(Linear(sine(proposal boxes))), computed once
     # for every layer) or refined (an MLP of each layer's refined boxes, as DAB-DETR)
     query_pos: str = "proposals"
@@ -309,6 +312,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.identity_classes", lambda v: v >= 0, "0 or more"),
     ("model.bias_inputs", lambda v: v in ("linear", "signed_log"), "one of linear, signed_log"),
     ("model.look_forward_reach", lambda v: v in ("previous", "all"), "one of previous, all"),
+    ("model.proposals", lambda v: v in ("multi_level", "single_level"), "one of multi_level, single_level"),
     ("model.query_pos", lambda v: v in ("proposals", "refined"), "one of proposals, refined"),
     ("model.padding_features", lambda v: v in ("backbone", "zero"), "one of backbone, zero"),
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),

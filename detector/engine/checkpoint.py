@@ -50,6 +50,7 @@ _OPTIONS_BEFORE_THEY_EXISTED = {
         "look_forward_reach": "all",
         "padding_features": "zero",
         "query_pos": "refined",
+        "proposals": "single_level",
         "content_from_target": True,
     },
     "data": {"query_resize": "longer_side", "crop_style": "box_safe", "query_augment_style": "light"},

@@ -68,7 +68,7 @@ def build_model(
     return IADETR(
         build_backbone(config, load_weights),
         Decoder(layers, dim, config.look_forward_twice, config.look_forward_reach, config.query_pos),
-        ProposalHead(dim, STRIDE),
+        ProposalHead(dim, STRIDE, multi_level=config.proposals == "multi_level"),
         dim,
         config.num_queries,
         config.num_queries_one2many,

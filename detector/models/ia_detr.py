@@ -274,6 +274,8 @@ class IADETR(nn.Module):
         attn_mask = self._group_mask(reference.device) if n_o2m else None
         queries = self.query_content.weight[None, : reference.shape[1]].expand(b, -1, -1)
         if self.content_proj is not None:
+            if self.proposal_head.multi_level:  # the stride-16 cell under each proposal's centre
+                cells = self._cells_under(reference, (h, w), image_sizes)
             picked = torch.gather(target_seq, 1, cells[..., None].expand(-1, -1, d))
             queries = queries + self.content_proj(picked)
         out = self.decoder(
@@ -318,6 +320,15 @@ class IADETR(nn.Module):
             reference_o2m, cells_o2m = select_top_k(logits, boxes, n_o2m)
             reference, cells = torch.cat([reference, reference_o2m], 1), torch.cat([cells, cells_o2m], 1)
         return reference, cells
+
+    def _cells_under(self, boxes: torch.Tensor, grid: tuple[int, int], image_sizes: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` flat indices of the feature cells under the centres of ``boxes (B, N, 4)`` (``cxcywh``
+        normalised by ``image_sizes (B, 2)``)."""
+        stride = self.backbone.stride
+        size = image_sizes.to(boxes.dtype)
+        col = (boxes[..., 0] * size[:, 1:2] / stride).floor().long().clamp(0, grid[1] - 1)
+        row = (boxes[..., 1] * size[:, 0:1] / stride).floor().long().clamp(0, grid[0] - 1)
+        return row * grid[1] + col
 
     def _group_mask(self, device: torch.device) -> torch.Tensor:
         """``(Nq + Nm, Nq + Nm)`` bool, ``True`` = blocked: one-to-one and one-to-many queries never attend

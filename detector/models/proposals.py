@@ -1,24 +1,63 @@
 """Two-stage query selection: dense proposals scored from the target features, and the top-k of them.
 
-Every valid cell of the target feature grid predicts an objectness logit and a box (a delta, in logit
-space, from an anchor box centred on the cell). The top-k boxes become the reference boxes of the object
-queries (their positional part, "mixed selection"); their content part stays a learned embedding. The
-proposals are trained class-agnostically on every box visible in training.
+Every valid cell predicts an objectness logit and a box (a delta, in logit space, from an anchor box centred on
+the cell). The top-k boxes become the reference boxes of the object queries (their positional part, "mixed
+selection"). Two designs (``model.proposals``):
+
+- ``multi_level`` (the official code): four levels at strides 8, 16, 32 and 64 made from the stride-16 map (a
+  transposed 2x2 convolution up, identity, one or two 2x2 convolutions down), each cell's anchor centred on it
+  in units of the level's valid cells, ``0.05 * 2 ** level`` of the image wide and high; anchors outside
+  ``(0.01, 0.99)`` are not proposed; features ``LayerNorm(Linear(.))``.
+- ``single_level``: the stride-16 cells, anchors two cells wide, features ``LayerNorm(.)``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .box_ops import inverse_sigmoid
 from .layers import MLP
 
 
+class _ChannelNorm(nn.Module):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _level_map(dim: int, stride: int, target: int) -> nn.Module:
+    """From the ``stride`` map to the ``target``-stride one: 2x2 (transposed) convolutions, with a channel norm
+    and GELU between two of them."""
+    if target == stride:
+        return nn.Identity()
+    conv = nn.Conv2d if target > stride else nn.ConvTranspose2d
+    steps = round(abs(math.log2(target / stride)))
+    layers: list[nn.Module] = []
+    for _ in range(steps - 1):
+        layers += [conv(dim, dim, 2, 2), _ChannelNorm(dim), nn.GELU()]
+    return nn.Sequential(*layers, conv(dim, dim, 2, 2))
+
+
+MULTI_LEVEL_STRIDES = (8, 16, 32, 64)
+
+
 class ProposalHead(nn.Module):
-    def __init__(self, dim: int, stride: int = 16, anchor_cells: float = 2.0) -> None:
+    def __init__(self, dim: int, stride: int = 16, anchor_cells: float = 2.0, multi_level: bool = False) -> None:
         super().__init__()
         self.stride, self.anchor_cells = stride, anchor_cells
+        self.multi_level = multi_level
+        if multi_level:
+            self.level_maps = nn.ModuleList(_level_map(dim, stride, s) for s in MULTI_LEVEL_STRIDES)
+            self.project = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, 1)
         self.box = MLP(dim, dim, 4, 3)
@@ -26,7 +65,7 @@ class ProposalHead(nn.Module):
         nn.init.zeros_(self.box[-1].bias)
 
     def anchors(self, grid_size: tuple[int, int], image_sizes: torch.Tensor) -> torch.Tensor:
-        """``(B, h * w, 4)`` ``cxcywh`` anchors normalised by each image's valid size."""
+        """``(B, h * w, 4)`` ``cxcywh`` anchors of the single-level design, normalised by each image's size."""
         h, w = grid_size
         ys, xs = torch.meshgrid(
             torch.arange(h, device=image_sizes.device),
@@ -39,6 +78,27 @@ class ProposalHead(nn.Module):
         extent = torch.full_like(centres, self.anchor_cells * self.stride) / size
         return torch.cat([centres, extent], -1)
 
+    @staticmethod
+    def level_anchors(mask: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The multi-level design's anchors of one level: ``mask (B, h, w)`` (``True`` = padding) ->
+        ``(B, h * w, 4)`` ``cxcywh`` (cell ``(i, j)``: centre ``((j + 0.5) / valid_w, (i + 0.5) / valid_h)``, size
+        ``0.05 * 2 ** level``, where ``valid_w``/``valid_h`` count the valid cells of the first row/column) and
+        ``(B, h * w)`` validity (not padding, and every coordinate inside ``(0.01, 0.99)``)."""
+        _, h, w = mask.shape
+        valid_h = (~mask[:, :, 0]).sum(1).clamp(min=1).to(torch.float32)
+        valid_w = (~mask[:, 0, :]).sum(1).clamp(min=1).to(torch.float32)
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=mask.device, dtype=torch.float32),
+            torch.arange(w, device=mask.device, dtype=torch.float32),
+            indexing="ij",
+        )
+        cx = (xs[None] + 0.5) / valid_w[:, None, None]
+        cy = (ys[None] + 0.5) / valid_h[:, None, None]
+        size = torch.full_like(cx, 0.05 * 2.0**level)
+        anchors = torch.stack([cx, cy, size, size], -1).flatten(1, 2)
+        inside = ((anchors > 0.01) & (anchors < 0.99)).all(-1)
+        return anchors, inside & ~mask.flatten(1)
+
     def forward(
         self,
         features: torch.Tensor,
@@ -47,12 +107,37 @@ class ProposalHead(nn.Module):
         image_sizes: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``features (B, h*w, d)``, ``valid (B, h*w)`` bool (cells inside the target image).
-        Returns ``logits (B, h*w)`` (``-1e4`` outside the image) and ``boxes (B, h*w, 4)`` ``cxcywh``."""
-        x = self.norm(features)
+        Returns ``logits (B, N)`` (``-1e4`` where nothing is proposed) and ``boxes (B, N, 4)`` ``cxcywh``;
+        ``N = h * w``, or the four levels' cells one level after the other (:data:`MULTI_LEVEL_STRIDES`)."""
+        if self.multi_level:
+            features, valid, anchors = self._levels(features, valid, grid_size)
+            x = self.norm(self.project(features))
+        else:
+            x = self.norm(features)
+            anchors = self.anchors(grid_size, image_sizes)
         logits = self.score(x).squeeze(-1).masked_fill(~valid, -1e4)
-        anchors = self.anchors(grid_size, image_sizes).clamp(1e-4, 1 - 1e-4)
-        boxes = (inverse_sigmoid(anchors) + self.box(x)).sigmoid()
+        boxes = (inverse_sigmoid(anchors.clamp(1e-4, 1 - 1e-4)) + self.box(x)).sigmoid()
         return logits, boxes
+
+    def _levels(
+        self, features: torch.Tensor, valid: torch.Tensor, grid_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, validity and anchors of the four levels, concatenated."""
+        b, _, d = features.shape
+        grid = features.transpose(1, 2).reshape(b, d, *grid_size)
+        padding = ~valid.reshape(b, 1, *grid_size)
+        out_features, out_valid, out_anchors = [], [], []
+        for level, (level_map, level_stride) in enumerate(zip(self.level_maps, MULTI_LEVEL_STRIDES)):
+            if min(grid_size) * self.stride < level_stride:  # a grid too small for this level: no cell in it
+                continue
+            level_features = level_map(grid)
+            mask = F.interpolate(padding.float(), size=level_features.shape[-2:]).bool()[:, 0]
+            anchors, inside = self.level_anchors(mask, level)
+            level_features = level_features.flatten(2).transpose(1, 2) * inside[..., None]
+            out_features.append(level_features)
+            out_valid.append(inside)
+            out_anchors.append(anchors)
+        return torch.cat(out_features, 1), torch.cat(out_valid, 1), torch.cat(out_anchors, 1)
 
 
 def select_top_k(logits: torch.Tensor, boxes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

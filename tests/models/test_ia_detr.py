@@ -208,3 +208,38 @@ def test_with_backbone_features_on_padding_a_query_is_encoded_on_each_target_gri
     zero, _, _ = tiny_detector()
     with torch.no_grad():
         assert zero.encode_target(targets, target_masks, sizes).features[1][:, padding].abs().sum() == 0
+
+
+OFFICIAL = [
+    "model.proposals=multi_level",
+    "model.query_pos=proposals",
+    "model.content_from_target=false",
+    "model.padding_features=backbone",
+    "model.bias_inputs=linear",
+    "model.look_forward_reach=previous",
+    "model.one2many_selection=disjoint",
+]
+
+
+@pytest.mark.parametrize("content", ["false", "true"])
+def test_the_official_options_together_train_and_split_into_encode_and_decode(content):
+    """Every fidelity option at its official value (and the paper's text for the query content): a training
+    step reaches every parameter, and encode + decode equals the forward."""
+    model, criterion, _ = tiny_detector(
+        *OFFICIAL, "model.num_queries_one2many=8", f"model.content_from_target={content}"
+    )
+    inputs, targets = detector_batch()
+    for t in targets:
+        t["all_boxes"] = t["boxes"]
+    model.train()
+    out = model(*inputs)
+    assert out.proposals[0].shape[1] == 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2  # four levels of a 128 px grid
+    criterion(out, targets)["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        whole = model(*inputs)
+        target, query = model.encode_target(*inputs[:2], inputs[4]), model.encode_query(*inputs[2:4])
+        split = model.decode(query, target)
+    torch.testing.assert_close(split.logits, whole.logits)
+    torch.testing.assert_close(split.boxes, whole.boxes)
