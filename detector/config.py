@@ -84,6 +84,13 @@ class BackboneConfig:
     weights: str | None = None  # torchvision weights name (e.g. IMAGENET1K_V2) or a local file
     trainable: bool = True
     width: int = 32  # channels of the "tiny" backbone's first stage
+    # stride 32 -> 16: learned (a 2x2 transposed conv to half the channels, the official code's) or bilinear
+    upsample: str = "learned"
+    # Swin-v2-S, as the official code: window 16, drop-path 0.1, and the windows its weights were pre-trained with
+    # (SimMIM's: 12, 12, 12, 6; torchvision's ImageNet weights: 8, 8, 8, 8), which scale the position-bias inputs
+    swin_window: int = 16
+    swin_pretrained_windows: list[int] | None = field(default_factory=lambda: [12, 12, 12, 6])  # null: swin_window
+    drop_path: float = 0.1
 
 
 @dataclass
@@ -312,6 +319,14 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.identity_classes", lambda v: v >= 0, "0 or more"),
     ("model.bias_inputs", lambda v: v in ("linear", "signed_log"), "one of linear, signed_log"),
     ("model.look_forward_reach", lambda v: v in ("previous", "all"), "one of previous, all"),
+    ("model.backbone.upsample", lambda v: v in ("learned", "bilinear"), "one of learned, bilinear"),
+    ("model.backbone.swin_window", lambda v: v >= 2, "at least 2"),
+    (
+        "model.backbone.swin_pretrained_windows",
+        lambda v: v is None or (len(v) == 4 and all(w >= 2 for w in v)),
+        "four windows >= 2, or null",
+    ),
+    ("model.backbone.drop_path", lambda v: 0 <= v < 1, "a probability, 0 to below 1"),
     ("model.proposals", lambda v: v in ("multi_level", "single_level"), "one of multi_level, single_level"),
     ("model.query_pos", lambda v: v in ("proposals", "refined"), "one of proposals, refined"),
     ("model.padding_features", lambda v: v in ("backbone", "zero"), "one of backbone, zero"),

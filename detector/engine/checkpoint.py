@@ -54,6 +54,8 @@ _OPTIONS_BEFORE_THEY_EXISTED = {
         "content_from_target": True,
     },
     "data": {"query_resize": "longer_side", "crop_style": "box_safe", "query_augment_style": "light"},
+    # torchvision's swin_v2_s preset: window 8, stochastic depth 0.3, its own window for the position-bias inputs
+    "model.backbone": {"upsample": "bilinear", "swin_window": 8, "swin_pretrained_windows": None, "drop_path": 0.3},
 }
 
 
@@ -67,12 +69,17 @@ def migrate(state: dict) -> dict:
     (:data:`_OPTIONS_BEFORE_THEY_EXISTED`), so that an older run loads, evaluates and resumes as it was."""
     config = state.get("config") if isinstance(state.get("config"), dict) else None
     for section, options in _OPTIONS_BEFORE_THEY_EXISTED.items():
-        values = config.get(section) if config is not None else None
+        parent, _, child = section.rpartition(".")
+        holder = (config or {}).get(parent) if parent else config
+        values = holder.get(child) if isinstance(holder, dict) else None
         if isinstance(values, dict) and any(key not in values for key in options):
             before = dict(options)
             if section == "model" and not values.get("num_queries_one2many"):  # no one-to-many: the same
                 before["one2many_selection"] = "disjoint"
-            config = {**config, section: {**before, **values}}
+            if parent:
+                config = {**config, parent: {**holder, child: {**before, **values}}}
+            else:
+                config = {**config, section: {**before, **values}}
             state = {**state, "config": config}
     if state.get("format", 0) >= FORMAT:
         return state

@@ -1,12 +1,17 @@
 """Backbones shared by the target and the query image: single-scale features at stride 16, width ``d``.
 
 - ResNet-18/50 (torchvision, frozen batch norm): the last stage (stride 32) upsampled x2;
-- Swin-v2-S (torchvision): the last stage (stride 32) upsampled x2;
+- Swin-v2-S (torchvision's blocks), built as the official IA-DETR's: window 16, drop-path 0.1, position-bias
+  coordinates scaled by the window its weights were pre-trained with (12, 12, 12, 6 for the SimMIM weights); at
+  the official sizes (at most 512 px, 16 x 16 cells at stride 32) the last stage's one window is the whole map, as
+  the official code's two global blocks;
 - ``tiny``: four conv stages (stride 16), GroupNorm, for CPU training on the embedded benchmark.
 
-Each is followed by a 1x1 conv + GroupNorm to the model width. Pretrained weights come from a torchvision
-weights name (downloaded only when asked, with a clear error when offline) or a local file, whose key and
-shape mismatches are reported.
+The stride-32 map is upsampled x2 by a learned 2x2 transposed convolution to half the channels (the official
+code's), or bilinearly; then a 1x1 conv + GroupNorm to the model width. Pretrained weights come from a torchvision
+weights name (downloaded only when asked, with a clear error when offline) or a local file in torchvision's key
+names or in the Swin reference code's (Microsoft's Swin-v2 and SimMIM checkpoints: converted key by key); the
+mapped, missing and unexpected keys are reported.
 """
 
 from __future__ import annotations
@@ -87,11 +92,26 @@ def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class TorchvisionBackbone(nn.Module):
-    """A torchvision classifier's feature extractor; the stride-32 output upsampled to stride 16."""
+    """A torchvision classifier's feature extractor. ``upsample="bilinear"``: the stride-32 output upsampled x2
+    here (stride 16 out); ``"learned"``: the stride-32 output as is (``stride`` 32), for :class:`Backbone`'s
+    learned upsampler. Swin-v2-S: ``swin_window``, ``drop_path`` and ``swin_pretrained_windows`` (one per stage:
+    the window its weights were pre-trained with, which scales the position-bias MLP's inputs, as Swin-v2's
+    reference code; ``None``: the window itself, torchvision's rule)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        upsample: str = "learned",
+        swin_window: int = 16,
+        swin_pretrained_windows: list[int] | None = (12, 12, 12, 6),
+        drop_path: float = 0.1,
+    ) -> None:
         super().__init__()
         self.name = name
+        if upsample not in ("learned", "bilinear"):
+            raise ValueError(f"unknown upsampling {upsample!r}; use learned or bilinear")
+        self.bilinear = upsample == "bilinear"
+        self.stride = STRIDE if self.bilinear else 2 * STRIDE
         if name in ("resnet18", "resnet50"):
             net = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
             self.body = nn.Sequential(
@@ -102,7 +122,20 @@ class TorchvisionBackbone(nn.Module):
             # convolutions in channels-last layout: measured 1.5x faster for ResNet-50 at 512x512 on a CPU
             self.body.to(memory_format=torch.channels_last)
         elif name == "swin_v2_s":
-            net = torchvision.models.swin_v2_s(weights=None)
+            from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+
+            net = SwinTransformer(
+                patch_size=[4, 4],
+                embed_dim=96,
+                depths=[2, 2, 18, 2],
+                num_heads=[3, 6, 12, 24],
+                window_size=[swin_window, swin_window],
+                stochastic_depth_prob=drop_path,
+                block=SwinTransformerBlockV2,
+                downsample_layer=PatchMergingV2,
+            )
+            if swin_pretrained_windows is not None:
+                _scale_position_bias_inputs(net.features, list(swin_pretrained_windows))
             self.body = nn.Sequential(net.features, net.norm)
             self.out_channels = 768
             self.channels_last = True
@@ -143,8 +176,26 @@ class TorchvisionBackbone(nn.Module):
             features = self.body(images).permute(0, 3, 1, 2)
         else:
             features = self.body(images.contiguous(memory_format=torch.channels_last))
+        if not self.bilinear:
+            return features.contiguous()
         upsampled = F.interpolate(features, scale_factor=2.0, mode="bilinear", align_corners=False)
         return upsampled.contiguous()
+
+
+def _scale_position_bias_inputs(features: nn.Sequential, pretrained_windows: list[int]) -> None:
+    """Swin-v2's continuous position bias reads relative offsets divided by ``window - 1`` of the window the
+    weights were pre-trained with (Swin-v2's reference code; torchvision divides by the current window's): the
+    offset table of each stage's blocks, recomputed for ``pretrained_windows`` (one per stage)."""
+    stages = [module for index, module in enumerate(features) if index % 2 == 1]
+    for stage, pretrained in zip(stages, pretrained_windows, strict=True):
+        for block in stage:
+            attention = block.attn
+            h, w = attention.window_size
+            dy = torch.arange(-(h - 1), h, dtype=torch.float32)
+            dx = torch.arange(-(w - 1), w, dtype=torch.float32)
+            table = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), -1)[None] / (pretrained - 1) * 8
+            table = torch.sign(table) * torch.log2(table.abs() + 1.0) / 3.0
+            attention.relative_coords_table.copy_(table)
 
 
 class Backbone(nn.Module):
@@ -152,9 +203,16 @@ class Backbone(nn.Module):
     with ``h, w = ceil(H/16), ceil(W/16)`` and masks ``True`` on padding."""
 
     def __init__(self, body: nn.Module, hidden_dim: int, trainable: bool = True) -> None:
+        """A ``body`` of stride 32 gets a learned upsampler, ``ConvTranspose2d(C, C / 2, 2, 2)``: the official
+        code's, outside the body (it trains when the body is frozen, at the head's learning rate)."""
         super().__init__()
         self.body = body
-        self.input_proj = nn.Conv2d(body.out_channels, hidden_dim, 1)
+        channels = body.out_channels
+        self.upsample = None
+        if getattr(body, "stride", STRIDE) == 2 * STRIDE:
+            self.upsample = nn.ConvTranspose2d(channels, channels // 2, 2, 2)
+            channels //= 2
+        self.input_proj = nn.Conv2d(channels, hidden_dim, 1)
         self.norm = MaskedGroupNorm(32, hidden_dim)
         self.stride = STRIDE
         if not trainable:
@@ -162,6 +220,8 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor, pixel_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(images, pixel_masks)
+        if self.upsample is not None:
+            features = self.upsample(features)
         h, w = -(-images.shape[-2] // STRIDE), -(-images.shape[-1] // STRIDE)
         if features.shape[-2:] != (h, w):
             features = F.interpolate(features, size=(h, w), mode="bilinear", align_corners=False)
@@ -198,7 +258,75 @@ def load_backbone_weights(body: nn.Module, name: str, weights: str) -> dict:
                 f"could not download {_WEIGHT_ENUMS[name]}.{weights} ({error}); this machine may be offline. "
                 f"Download {enum.url} elsewhere and set model.backbone.weights to the local file"
             ) from error
-    return load_matching(_target_module(body, name), state, f"backbone weights {weights}")
+    renamed = 0
+    if name == "swin_v2_s" and is_reference_swin(state):
+        state, renamed = reference_swin_to_torchvision(state)
+    if name == "swin_v2_s":  # position tables and masks follow this model's windows, not the file's
+        state = {k: v for k, v in state.items() if not k.endswith(_RECOMPUTED)}
+    report = load_matching(_target_module(body, name), state, f"backbone weights {weights}")
+    report["missing"] = [k for k in report["missing"] if not k.endswith(_RECOMPUTED)]
+    return {**report, "converted": renamed}
+
+
+def is_reference_swin(state: dict) -> bool:
+    """Whether ``state`` uses the Swin reference code's names (``layers.i.blocks.j``, ``patch_embed``), as
+    Microsoft's Swin-v2 and SimMIM checkpoints do, rather than torchvision's (``features.k.j``)."""
+    return any(".blocks." in key or key.startswith(("patch_embed.", "encoder.patch_embed.")) for key in state)
+
+
+_REFERENCE_PREFIXES = ("module.", "encoder.", "backbone.")
+_RECOMPUTED = ("relative_coords_table", "relative_position_index", "attn_mask")  # buffers, rebuilt at init
+_REFERENCE_BLOCK_NAMES = {"mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3.", "attn.rpe_mlp.": "attn.cpb_mlp."}
+
+
+def reference_swin_to_torchvision(state: dict) -> tuple[dict, int]:
+    """A Swin-v2 state dict in the reference code's names -> torchvision's (the keys of ``{"features": ...,
+    "norm": ...}``), and how many tensors were renamed. Stage ``i``'s blocks are ``features.(2i+1)``, its patch
+    merging ``features.(2i+2)``; ``q_bias`` and ``v_bias`` become ``qkv.bias`` (zero for the keys, as
+    torchvision's Swin-v2 keeps it); the final norm (``norm`` or the detection code's ``norm3``) is ``norm``. What
+    has no counterpart (the SimMIM decoder and mask token) keeps its name, so that the report lists it as
+    unexpected; position tables and attention masks are buffers the model rebuilds, and are dropped."""
+    out: dict = {}
+    biases: dict[str, dict[str, torch.Tensor]] = {}
+    renamed = 0
+    for key, value in state.items():
+        if key.endswith(_RECOMPUTED):
+            continue
+        short = key
+        for prefix in _REFERENCE_PREFIXES:
+            short = short.removeprefix(prefix)
+        parts = short.split(".")
+        new = None
+        if short.startswith("patch_embed.proj."):
+            new = "features.0.0." + parts[-1]
+        elif short.startswith("patch_embed.norm."):
+            new = "features.0.2." + parts[-1]
+        elif parts[0] == "layers" and len(parts) > 3 and parts[2] == "blocks":
+            stage, rest = int(parts[1]), ".".join(parts[3:])
+            for old, replacement in _REFERENCE_BLOCK_NAMES.items():
+                rest = rest.replace(old, replacement)
+            if rest.endswith(("attn.q_bias", "attn.v_bias")):
+                block = f"features.{2 * stage + 1}.{rest.rsplit('.', 2)[0]}"
+                biases.setdefault(block, {})[rest.rsplit(".", 1)[1]] = value
+                renamed += 1
+                continue
+            new = f"features.{2 * stage + 1}.{rest}"
+        elif parts[0] == "layers" and len(parts) > 3 and parts[2] == "downsample":
+            new = f"features.{2 * int(parts[1]) + 2}." + ".".join(parts[3:])
+        elif parts[0] in ("norm", "norm3") and len(parts) == 2:
+            new = "norm." + parts[1]
+        if new is None:
+            out[key] = value
+        else:
+            out[new] = value
+            renamed += 1
+    for block, pair in biases.items():
+        q, v = pair.get("q_bias"), pair.get("v_bias")
+        if q is not None and v is not None:
+            out[f"{block}.attn.qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
+        else:
+            out.update({f"{block}.attn.{name}": value for name, value in pair.items()})
+    return out, renamed
 
 
 def _target_module(body: nn.Module, name: str) -> nn.Module:
@@ -213,7 +341,10 @@ def _target_module(body: nn.Module, name: str) -> nn.Module:
 
 def _read_state_file(path: Path) -> dict:
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(
+            f"weights file {path} does not exist; put the file there, or set model.backbone.weights to another "
+            f"file, a torchvision weights name, or null (random initialisation)"
+        )
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -242,4 +373,5 @@ def load_matching(module: nn.Module, state: dict, what: str) -> dict:
     if mismatched:
         raise WeightsError(f"{what} do not fit the model: " + "; ".join(mismatched[:10]))
     result = module.load_state_dict(state, strict=False)
-    return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+    loaded = sum(1 for k in state if k in own)
+    return {"loaded": loaded, "missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}

@@ -36,14 +36,24 @@ def build_fusion(
 
 def build_backbone(config: ModelConfig, load_weights: bool = True) -> Backbone:
     spec = config.backbone
-    body = TinyBackbone(spec.width) if spec.name == "tiny" else TorchvisionBackbone(spec.name)
+    if spec.name == "tiny":
+        body = TinyBackbone(spec.width)
+    else:
+        body = TorchvisionBackbone(
+            spec.name, spec.upsample, spec.swin_window, spec.swin_pretrained_windows, spec.drop_path
+        )
     if spec.weights and load_weights:
         report = load_backbone_weights(body, spec.name, spec.weights)
         logger.info(
-            "backbone weights %s: %d missing, %d unexpected keys",
+            "backbone weights %s: %d tensors loaded (%d renamed from the Swin reference code's names); "
+            "missing %d: %s; unexpected %d: %s",
             spec.weights,
+            report["loaded"],
+            report["converted"],
             len(report["missing"]),
+            report["missing"][:8],
             len(report["unexpected"]),
+            report["unexpected"][:8],
         )
     return Backbone(body, config.hidden_dim, trainable=spec.trainable)
 

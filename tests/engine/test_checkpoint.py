@@ -119,3 +119,6 @@ def test_a_checkpoint_from_before_the_fidelity_options_keeps_the_behaviour_it_wa
     }
     square = {"format": 1, "model": {}, "config": {"data": {"query_resize": "square"}}}
     assert migrate(square)["config"]["data"]["query_resize"] == "square"
+    swin = {"format": 1, "model": {}, "config": {"model": {"backbone": {"name": "swin_v2_s", "weights": None}}}}
+    backbone = migrate(swin)["config"]["model"]["backbone"]
+    assert backbone["upsample"] == "bilinear" and backbone["swin_window"] == 8 and backbone["name"] == "swin_v2_s"
