@@ -73,7 +73,8 @@ class DataConfig:
     crop_style: str = "detr"
     query_augment: bool = True
     # official: torchvision's ops at the official probabilities (jitter 0.3, perspective 0.5, grayscale 0.4,
-    # blur 0.5); light: milder albumentations ops (0.8 / 0.3 / 0.1 / 0.2)
+    # blur 0.5); official_stage1: the official stage 1's (jitter 0.8, grayscale 0.2, blur 0.5); light: milder
+    # albumentations ops (0.8 / 0.3 / 0.1 / 0.2)
     query_augment_style: str = "official"
     num_workers: int = 2
 
@@ -157,6 +158,10 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     stage: int = 2  # 1: self-supervised (query cropped from the target), 2: one-shot episodes
+    # stage 1: official (crops of 8 px to the whole image; the decoder finds the crop, "the query", and every
+    # annotated box, "an object", with box losses; a contrastive loss between matched objects grouped by class) or
+    # crop_only (crops of 10-40% of the shorter side, the crop the one positive, InfoNCE against the pooled query)
+    stage1_recipe: str = "official"
     output_dir: str = "outputs/run"
     init_from: str | None = None  # checkpoint whose model weights start this run (e.g. stage 1)
     seed: int = 42
@@ -309,7 +314,11 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ),
     ("data.query_resize", lambda v: v in ("square", "longer_side"), "one of square, longer_side"),
     ("data.crop_style", lambda v: v in ("detr", "box_safe"), "one of detr, box_safe"),
-    ("data.query_augment_style", lambda v: v in ("official", "light"), "one of official, light"),
+    (
+        "data.query_augment_style",
+        lambda v: v in ("official", "official_stage1", "light"),
+        "one of official, official_stage1, light",
+    ),
     ("model.hidden_dim", lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32 (GroupNorm's 32 groups)"),
     ("model.num_heads", lambda v: v >= 1, "at least 1"),
     ("model.num_layers", lambda v: v >= 1, "at least 1"),
@@ -333,6 +342,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
     ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),
+    ("train.stage1_recipe", lambda v: v in ("official", "crop_only"), "one of official, crop_only"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.max_steps", lambda v: v >= 0, "0 or more"),
     ("train.max_minutes", lambda v: v >= 0, "0 (no limit) or more"),

@@ -81,11 +81,13 @@ def xyxy_to_normalized_cxcywh(boxes: np.ndarray, width: int, height: int) -> tor
 @dataclass
 class EpisodeBoxes:
     """The boxes of one episode before augmentation (``xyxy`` pixels of the original image): ``boxes (N, 4)``,
-    ``labels (N,)`` category ids (-1: no class), ``positive (N,)`` bool."""
+    ``labels (N,)`` category ids (-1: no class), ``positive (N,)`` bool, and ``objects (N,)`` bool or None: the
+    boxes the official stage 1 also detects, as "an object"."""
 
     boxes: np.ndarray
     labels: np.ndarray
     positive: np.ndarray
+    objects: np.ndarray | None = None
 
 
 class OneShotTargets:
@@ -98,8 +100,12 @@ class OneShotTargets:
 
 
 class SelfQueryTargets:
-    """Stage 1: the query is a crop of the target image and the crop is the one positive; the annotated boxes
-    stay in the target as negatives (with their classes, for the identity loss)."""
+    """Stage 1: the query is a crop of the target image and the crop is the positive ("the query"). With
+    ``objects`` (the official recipe) every annotated box is also a target, "an object"; without, the annotated
+    boxes stay in the target as negatives (with their classes, for the identity loss)."""
+
+    def __init__(self, objects: bool = True) -> None:
+        self.objects = objects
 
     def __call__(self, record: ImageRecord, episode: Episode) -> EpisodeBoxes:
         keep = ~record.ignore
@@ -107,7 +113,7 @@ class SelfQueryTargets:
         labels = np.concatenate([record.labels[keep], [-1]])
         positive = np.zeros(len(boxes), bool)
         positive[-1] = True
-        return EpisodeBoxes(boxes, labels, positive)
+        return EpisodeBoxes(boxes, labels, positive, ~positive if self.objects else None)
 
 
 class EpisodeDataset(Dataset):
@@ -147,6 +153,7 @@ class EpisodeDataset(Dataset):
         out = self.target_transform(image, boxes.boxes, np.arange(len(boxes.boxes)), seed)
         rows = out.labels
         labels, positive = boxes.labels[rows], boxes.positive[rows]
+        objects = boxes.objects[rows] if boxes.objects is not None else None
         h, w = out.image.shape[:2]
         query = self.query_transform(load_image(episode.query.path), episode.query.box, seed + 1)
         all_boxes = xyxy_to_normalized_cxcywh(out.boxes, w, h)
@@ -158,6 +165,9 @@ class EpisodeDataset(Dataset):
             "class_labels": torch.as_tensor(labels, dtype=torch.int64)[known],
             "query_label": torch.tensor(-1 if episode.category_id is None else episode.category_id),
         }
+        if objects is not None:
+            target["object_boxes"] = all_boxes[torch.as_tensor(objects)]
+            target["object_labels"] = torch.as_tensor(labels, dtype=torch.int64)[torch.as_tensor(objects)]
         meta = {
             "episode": index,
             "image_id": record.image_id,

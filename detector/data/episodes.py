@@ -96,12 +96,13 @@ class TrainEpisodeSampler:
 
 
 class SelfQueryEpisodes:
-    """Stage-1 (self-supervised) episodes: the query is a random crop of the target image itself (10-40% of
-    the shorter side, aspect 1:2 to 2:1); pair it with ``SelfQueryTargets``, which makes the crop the only
-    positive. Seeded per ``(epoch, index)`` like :class:`TrainEpisodeSampler`."""
+    """Stage-1 (self-supervised) episodes: the query is a random crop of the target image itself; pair it with
+    ``SelfQueryTargets``, which makes the crop the positive. ``official``: width and height each uniform from 8
+    px to the side minus 8 px, the position uniform (the official code's); else 10-40% of the shorter side,
+    aspect 1:2 to 2:1. Seeded per ``(epoch, index)`` like :class:`TrainEpisodeSampler`."""
 
-    def __init__(self, data: DetectionData, seed: int = 0) -> None:
-        self.data, self.seed = data, seed
+    def __init__(self, data: DetectionData, seed: int = 0, official: bool = True) -> None:
+        self.data, self.seed, self.official = data, seed, official
         self.eligible = list(range(len(data.images)))
         self._epoch, self._order = -1, np.arange(0)
 
@@ -117,12 +118,30 @@ class SelfQueryEpisodes:
             self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.eligible))
         record = self.data.images[self.eligible[int(self._order[index % len(self.eligible)])]]
         rng = np.random.default_rng([self.seed, epoch, index, 1])
+        if self.official:
+            x1, y1, w, h = official_crop(record.width, record.height, rng)
+            query = QueryRecord(None, record.image_id, record.path, (x1, y1, x1 + w, y1 + h))
+            return Episode(self.data.index_of(record.image_id), None, query)
         side = min(record.width, record.height) * rng.uniform(0.1, 0.4)
         aspect = np.exp(rng.uniform(-np.log(2), np.log(2)))
         w, h = min(record.width, side * np.sqrt(aspect)), min(record.height, side / np.sqrt(aspect))
         x1, y1 = rng.uniform(0, record.width - w), rng.uniform(0, record.height - h)
         query = QueryRecord(None, record.image_id, record.path, (x1, y1, x1 + w, y1 + h))
         return Episode(self.data.index_of(record.image_id), None, query)
+
+
+def official_crop(width: int, height: int, rng: np.random.Generator, min_pixels: int = 8) -> tuple[int, ...]:
+    """The official stage 1's crop ``(x, y, w, h)``: ``w`` uniform in ``[8, width - 8]`` (8 below 16 px, the whole
+    side below 8), likewise ``h``, and the corner uniform where the crop fits (``[0, width - w)``)."""
+
+    def side(length: int) -> int:
+        low = min(min_pixels, length)
+        return int(rng.integers(low, max(low, length - min_pixels) + 1))
+
+    w, h = side(width), side(height)
+    x = int(rng.integers(width - w)) if w < width else 0
+    y = int(rng.integers(height - h)) if h < height else 0
+    return x, y, w, h
 
 
 class EpochEpisodes(Sequence):

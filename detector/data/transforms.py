@@ -135,7 +135,8 @@ class QueryTransform:
             ops: list[A.BasicTransform] = [A.Resize(query_size, query_size, interpolation=cv2.INTER_LINEAR)]
         else:
             ops = [A.LongestMaxSize(max_size=query_size, interpolation=cv2.INTER_LINEAR)]
-        self.official = OfficialQueryAugment(hflip) if train and augment and augment_style == "official" else None
+        official = augment_style in ("official", "official_stage1")
+        self.official = OfficialQueryAugment(hflip, augment_style) if train and augment and official else None
         if train and augment and augment_style == "light":
             ops += [
                 A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.8),
@@ -154,22 +155,26 @@ class QueryTransform:
 
 
 class OfficialQueryAugment:
-    """The official code's query augmentation, with torchvision's operations on a PIL image: colour jitter
-    (0.4, 0.4, 0.4, 0.1) with p 0.3, a flip with p 0.5, a perspective warp (distortion 0.5, black fill) with p
-    0.5, grayscale with p 0.4 and a Gaussian blur of radius U(0.1, 2) with p 0.5. Deterministic in ``seed``
-    (torch's generator is forked and seeded for the call)."""
+    """The official code's query augmentation, with torchvision's operations on a PIL image. Stage 2
+    (``official``): colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.3, a flip with p 0.5, a perspective warp
+    (distortion 0.5, black fill) with p 0.5, grayscale with p 0.4 and a Gaussian blur of radius U(0.1, 2) with p
+    0.5. Stage 1 (``official_stage1``, SimCLR's): jitter with p 0.8, grayscale 0.2, the blur 0.5, no flip or
+    warp. Deterministic in ``seed`` (torch's generator is forked and seeded for the call)."""
 
-    def __init__(self, hflip: bool) -> None:
+    def __init__(self, hflip: bool, style: str = "official") -> None:
         from torchvision import transforms as T
 
-        self.ops = T.Compose(
-            [
+        if style == "official_stage1":
+            ops = [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2)]
+        else:
+            perspective = T.RandomPerspective(0.5, p=0.5, interpolation=T.InterpolationMode.BILINEAR, fill=0)
+            ops = [
                 T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.3),
                 T.RandomHorizontalFlip(p=0.5 if hflip else 0.0),
-                T.RandomPerspective(distortion_scale=0.5, p=0.5, interpolation=T.InterpolationMode.BILINEAR, fill=0),
+                perspective,
                 T.RandomGrayscale(p=0.4),
             ]
-        )
+        self.ops = T.Compose(ops)
 
     def __call__(self, image: np.ndarray, seed: int) -> np.ndarray:
         with torch.random.fork_rng(devices=[]):

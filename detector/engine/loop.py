@@ -96,7 +96,7 @@ def train_one_epoch(
     start, images, micro = time.perf_counter(), 0, 0
     for batch in loader:
         batch = batch.to(device)
-        local_boxes = sum(len(t["boxes"]) for t in batch.targets)
+        local_boxes = sum(len(t["boxes"]) + len(t.get("object_boxes", ())) for t in batch.targets)
         num_boxes = max(distributed.all_reduce_mean(float(local_boxes), device), 1.0)
         try:
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):

@@ -57,7 +57,8 @@ def build_episode_source(
     """The episodes of ``train.stage`` and the target builder that goes with them: stage 1, crops of the
     target image as queries (the crop is the positive); stage 2, one-shot episodes on the seen classes."""
     if config.train.stage == 1:
-        return SelfQueryEpisodes(data.data, config.train.seed), SelfQueryTargets()
+        official = config.train.stage1_recipe == "official"
+        return SelfQueryEpisodes(data.data, config.train.seed, official), SelfQueryTargets(objects=official)
     sampler = TrainEpisodeSampler(data.data, data.pool, data.class_ids, config.train.seed)
     return sampler, OneShotTargets()
 

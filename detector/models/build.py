@@ -11,7 +11,7 @@ from ..config import Config, EvalConfig, ModelConfig
 from .backbone import STRIDE, Backbone, TinyBackbone, TorchvisionBackbone, load_backbone_weights
 from .criterion import SetCriterion
 from .decoder import Decoder, DecoderLayer
-from .heads import ContentProjection, ContrastiveHead, IdentityHead, SimilarityLogit
+from .heads import ContentProjection, ContrastiveHead, IdentityHead, SimilarityLogit, StageOneHeads
 from .ia_detr import IADETR
 from .matcher import HungarianMatcher
 from .postprocess import PostProcessor
@@ -59,10 +59,16 @@ def build_backbone(config: ModelConfig, load_weights: bool = True) -> Backbone:
 
 
 def build_model(
-    config: ModelConfig, load_weights: bool = True, query_extent: int = 300, contrastive_dim: int = 0
+    config: ModelConfig,
+    load_weights: bool = True,
+    query_extent: int = 300,
+    contrastive_dim: int = 0,
+    stage1_recipe: str = "crop_only",
 ) -> IADETR:
-    """The detector of ``config``; ``contrastive_dim > 0`` adds the stage-1 contrastive projections."""
+    """The detector of ``config``; ``contrastive_dim > 0`` adds the stage-1 heads: the official recipe's object
+    logits and per-layer projections (``stage1_recipe: official``), or the crop-only recipe's projections."""
     dim = config.hidden_dim
+    official_stage1 = stage1_recipe == "official"
     layers = [
         DecoderLayer(
             build_fusion(
@@ -88,7 +94,10 @@ def build_model(
         content_proj=ContentProjection(dim) if config.content_from_target else None,
         similarity=SimilarityLogit(dim, config.num_layers) if config.match_similarity else None,
         identity_head=IdentityHead(dim, config.identity_classes, STRIDE) if config.identity_classes else None,
-        contrastive_head=ContrastiveHead(dim, contrastive_dim) if contrastive_dim else None,
+        contrastive_head=ContrastiveHead(dim, contrastive_dim) if contrastive_dim and not official_stage1 else None,
+        stage_one=StageOneHeads(dim, config.num_layers, contrastive_dim)
+        if contrastive_dim and official_stage1
+        else None,
     )
 
 
@@ -119,5 +128,7 @@ def build_postprocessor(config: EvalConfig) -> PostProcessor:
 
 def build(config: Config, load_weights: bool = True) -> tuple[IADETR, SetCriterion, PostProcessor]:
     """Model, criterion and postprocessor of ``config`` (for training; inference: ``load_model``)."""
-    model = build_model(config.model, load_weights, config.data.query_size, config.loss.contrastive_dim)
+    model = build_model(
+        config.model, load_weights, config.data.query_size, config.loss.contrastive_dim, config.train.stage1_recipe
+    )
     return model, build_criterion(config), build_postprocessor(config.eval)

@@ -4,7 +4,11 @@ two-stage proposals, and on the one-to-many queries (hybrid matching, ground tru
 Optional training-only terms, on the outputs of the model's training-only heads (:mod:`.heads`):
 - ``identity``: cross-entropy of the base-class logits of the query embedding, of the decoder outputs
   matched to the query's boxes, and of every labelled target box.
-- ``contrastive`` (stage 1): InfoNCE between each episode's first matched object and its query embedding.
+- ``contrastive`` (stage 1, crop-only recipe): InfoNCE between each episode's first matched object and its query
+  embedding.
+- the official stage-1 recipe (:class:`~.heads.StageOneOutput`): a second class ("an object") for every
+  annotated box beside the crop ("the query"), matched and regressed with it, and a contrastive loss between
+  matched objects grouped by class (``contrastive``, ``contrastive_aux{i}``, ``contrastive_one2many{i}``).
 
 The criterion owns no parameters: everything learned is in the model.
 """
@@ -50,13 +54,22 @@ class SetCriterion(nn.Module):
         self.proposal_targets = proposal_targets
 
     def set_loss(
-        self, logits: torch.Tensor, boxes: torch.Tensor, targets: list[torch.Tensor], num_boxes: float
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        targets: list[torch.Tensor],
+        num_boxes: float,
+        channels: list[torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], list]:
-        """Unweighted ``class``/``l1``/``giou`` losses of one prediction set, normalised by ``num_boxes``."""
-        indices = self.matcher(logits, boxes, targets)
+        """Unweighted ``class``/``l1``/``giou`` losses of one prediction set, normalised by ``num_boxes``. With
+        ``logits (B, N, C)``, ``channels[b]`` holds each target's class (the focal loss covers every channel)."""
+        indices = self.matcher(logits, boxes, targets, channels)
         onehot = torch.zeros_like(logits)
-        for b, (rows, _) in enumerate(indices):
-            onehot[b, rows.to(logits.device)] = 1.0
+        for b, (rows, cols) in enumerate(indices):
+            if channels is None:
+                onehot[b, rows.to(logits.device)] = 1.0
+            else:
+                onehot[b, rows.to(logits.device), channels[b][cols].to(logits.device)] = 1.0
         focal = sigmoid_focal_loss(logits.float(), onehot.float(), self.alpha, self.gamma, reduction="sum")
         batch_index = torch.cat([torch.full_like(r, b) for b, (r, _) in enumerate(indices)]).to(boxes.device)
         pred_index = torch.cat([r for r, _ in indices]).to(boxes.device)
@@ -78,18 +91,42 @@ class SetCriterion(nn.Module):
         ``num_boxes``: the normaliser; pass the all-reduced count when training on several processes.
         """
         boxes = [t["boxes"] for t in targets]
+        stage_one, channels, labels = outputs.stage_one, None, None
+        if stage_one is not None:  # the official stage 1: the crop is "the query" (0), every box "an object" (1)
+            objects = [t["object_boxes"] for t in targets]
+            channels = [
+                torch.cat([torch.zeros(len(b), dtype=torch.int64), torch.ones(len(o), dtype=torch.int64)])
+                for b, o in zip(boxes, objects)
+            ]
+            labels = [
+                torch.cat([torch.full((len(b),), -1, device=o.device), t["object_labels"].to(o.device)])
+                for b, o, t in zip(boxes, objects, targets)
+            ]
+            boxes = [torch.cat([b, o]) for b, o in zip(boxes, objects)]
         if num_boxes is None:
             num_boxes = float(max(sum(len(b) for b in boxes), 1))
         losses: dict[str, torch.Tensor] = {}
+        nq, layers = outputs.logits.shape[1], len(outputs.aux) + 1
 
         def add(suffix: str, terms: dict[str, torch.Tensor], scale: float = 1.0) -> None:
             for name, value in terms.items():
                 losses[name + suffix] = value * self.weights[name] * scale
 
-        final, indices = self.set_loss(outputs.logits, outputs.boxes, boxes, num_boxes)
-        add("", final)
+        def one_set(suffix, logits, pred, layer, part, set_boxes, set_channels, set_labels, count, scale=1.0):
+            if stage_one is not None:
+                logits = torch.stack([logits, stage_one.objects[layer][:, part]], -1)
+            terms, matched = self.set_loss(logits, pred, set_boxes, count, set_channels)
+            add(suffix, terms, scale)
+            if stage_one is not None:
+                features = stage_one.features[layer][:, part]
+                loss = self.grouped_contrastive_loss(features, matched, set_labels)
+                losses["contrastive" + suffix] = self.contrastive_weight * scale * loss
+            return matched
+
+        o2o = slice(0, nq)
+        indices = one_set("", outputs.logits, outputs.boxes, layers - 1, o2o, boxes, channels, labels, num_boxes)
         for i, (logits, pred) in enumerate(outputs.aux):
-            add(f"_aux{i}", self.set_loss(logits, pred, boxes, num_boxes)[0])
+            one_set(f"_aux{i}", logits, pred, i, o2o, boxes, channels, labels, num_boxes)
         if outputs.proposals is not None and self.proposal_targets == "decoder":
             add("_proposals", self.set_loss(*outputs.proposals, boxes, num_boxes)[0])
         elif outputs.proposals is not None:
@@ -97,10 +134,25 @@ class SetCriterion(nn.Module):
             count = float(max(sum(len(b) for b in every_box), 1))
             add("_proposals", self.set_loss(*outputs.proposals, every_box, count)[0])
         if outputs.one2many:
-            repeated = [b.repeat(self.one2many_repeats, 1) for b in boxes]
-            count = num_boxes * self.one2many_repeats
+            k = self.one2many_repeats
+            repeated = [b.repeat(k, 1) for b in boxes]
+            repeated_channels = [c.repeat(k) for c in channels] if channels is not None else None
+            repeated_labels = [c.repeat(k) for c in labels] if labels is not None else None
+            o2m = slice(nq, None)
             for i, (logits, pred) in enumerate(outputs.one2many):
-                add(f"_one2many{i}", self.set_loss(logits, pred, repeated, count)[0], self.one2many_weight)
+                suffix, count = f"_one2many{i}", num_boxes * k
+                one_set(
+                    suffix,
+                    logits,
+                    pred,
+                    i,
+                    o2m,
+                    repeated,
+                    repeated_channels,
+                    repeated_labels,
+                    count,
+                    self.one2many_weight,
+                )
         if outputs.identity is not None:
             for name, value in self.identity_losses(outputs, targets, indices).items():
                 losses[f"identity_{name}"] = self.identity_weight * value
@@ -108,6 +160,35 @@ class SetCriterion(nn.Module):
             losses["contrastive"] = self.contrastive_weight * self.contrastive_loss(outputs, indices)
         losses["loss"] = sum(losses.values())
         return losses
+
+    def grouped_contrastive_loss(
+        self, features: torch.Tensor, indices: list, labels: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """The official stage 1's contrastive loss (AlignDet's): the matched objects' features ``(B, N, p)``
+        grouped by the class of their target (``labels[b]``; -1, the crop, is never an anchor). For each class
+        with matches ``m``, every ordered pair ``(i, j)`` of its matches is a positive against every match of the
+        other classes (detached), ``-log softmax`` of cosine similarities over ``temperature``; the mean over
+        pairs, then over classes."""
+        flat = features.flatten(0, 1)
+        n = features.shape[1]
+        rows = torch.cat([r.to(flat.device) + b * n for b, (r, _) in enumerate(indices)])
+        if len(rows) == 0:
+            return features.sum() * 0.0
+        matched = F.normalize(flat[rows].float(), dim=-1)
+        classes = torch.cat([labels[b][c.to(labels[b].device)] for b, (_, c) in enumerate(indices)]).to(flat.device)
+        total, count = features.sum() * 0.0, 0
+        for label in torch.unique(classes):
+            if int(label) == -1:
+                continue
+            same = classes == label
+            group, negatives = matched[same], matched[~same].detach()
+            m = len(group)
+            positive = group @ group.T  # (m anchors, m keys)
+            negative = (group @ negatives.T)[:, None, :].expand(m, m, len(negatives))
+            logits = torch.cat([positive[..., None], negative], -1).reshape(m * m, -1) / self.temperature
+            total = total + F.cross_entropy(logits, torch.zeros(m * m, dtype=torch.int64, device=logits.device))
+            count += 1
+        return total / max(count, 1)
 
     def identity_losses(self, outputs: DetectorOutput, targets: list[dict], indices: list) -> dict[str, torch.Tensor]:
         """Unweighted identity cross-entropies: ``query`` (pooled query image), ``matched`` (decoder outputs

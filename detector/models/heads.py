@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from .box_ops import cxcywh_to_xyxy
+from .layers import MLP
 
 
 class SimilarityLogit(nn.Module):
@@ -103,3 +104,31 @@ class ContrastiveHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, query_embedding: torch.Tensor) -> ContrastiveOutput:
         return ContrastiveOutput(self.object_proj(hidden), self.query_proj(query_embedding))
+
+
+@dataclass
+class StageOneOutput:
+    """The official stage-1 recipe's training-only outputs, per decoder layer, for every query (one-to-one, then
+    one-to-many): ``objects (L, B, N)``, the "an object" logits; ``features (L, B, N, p)``, the projections the
+    class-grouped contrastive loss compares."""
+
+    objects: torch.Tensor
+    features: torch.Tensor
+
+
+class StageOneHeads(nn.Module):
+    """Per decoder layer, a second class logit ("an object": stage 1 labels every base-class box with it, beside
+    the crop's "the query") and a 3-layer projection MLP for the contrastive loss (the official code's
+    ``feature_embed``). Training only: stage 2 does not build them."""
+
+    def __init__(self, dim: int, layers: int, projection_dim: int) -> None:
+        super().__init__()
+        self.object_heads = nn.ModuleList(nn.Linear(dim, 1) for _ in range(layers))
+        self.feature_heads = nn.ModuleList(MLP(dim, dim, projection_dim, 3) for _ in range(layers))
+        for head in self.object_heads:
+            nn.init.constant_(head.bias, -4.595)  # the focal-loss prior, as the class heads
+
+    def forward(self, hidden: torch.Tensor) -> StageOneOutput:
+        objects = torch.stack([head(h).squeeze(-1) for head, h in zip(self.object_heads, hidden)])
+        features = torch.stack([head(h) for head, h in zip(self.feature_heads, hidden)])
+        return StageOneOutput(objects, features)

@@ -22,7 +22,16 @@ from torch import nn
 
 from .backbone import Backbone
 from .decoder import Decoder
-from .heads import ContentProjection, ContrastiveHead, ContrastiveOutput, IdentityHead, IdentityOutput, SimilarityLogit
+from .heads import (
+    ContentProjection,
+    ContrastiveHead,
+    ContrastiveOutput,
+    IdentityHead,
+    IdentityOutput,
+    SimilarityLogit,
+    StageOneHeads,
+    StageOneOutput,
+)
 from .position_encoding import sine_grid_embedding
 from .proposals import ProposalHead, select_top_k
 
@@ -38,7 +47,8 @@ class DetectorOutput:
         one2many: every layer's ``(logits, boxes)`` of the one-to-many queries (training only).
         hidden: final-layer one-to-one query features ``(B, Nq, d)``.
         query_embedding: max-pooled query-image features ``(B, d)``.
-        identity, contrastive: outputs of the training-only heads, when the model has them and is training.
+        identity, contrastive, stage_one: outputs of the training-only heads, when the model has them and is
+            training.
     """
 
     logits: torch.Tensor
@@ -50,6 +60,7 @@ class DetectorOutput:
     query_embedding: torch.Tensor | None = None
     identity: IdentityOutput | None = None
     contrastive: ContrastiveOutput | None = None
+    stage_one: StageOneOutput | None = None
 
 
 @dataclass
@@ -118,7 +129,8 @@ class QueryEncoding:
 class IADETR(nn.Module):
     """The detector, composed from its parts; the optional heads are modules or ``None`` (off):
     ``content_proj`` (:class:`ContentProjection`), ``similarity`` (:class:`SimilarityLogit`), and the
-    training-only ``identity_head`` (:class:`IdentityHead`) and ``contrastive_head`` (:class:`ContrastiveHead`).
+    training-only ``identity_head`` (:class:`IdentityHead`), ``contrastive_head`` (:class:`ContrastiveHead`) and
+    ``stage_one`` (:class:`StageOneHeads`, the official stage-1 recipe).
     """
 
     def __init__(
@@ -135,6 +147,7 @@ class IADETR(nn.Module):
         identity_head: IdentityHead | None = None,
         contrastive_head: ContrastiveHead | None = None,
         one2many_disjoint: bool = True,
+        stage_one: StageOneHeads | None = None,
         zero_padding: bool = True,
     ) -> None:
         """``one2many_disjoint``: the one-to-many queries take the proposals ranked after the one-to-one ones
@@ -158,6 +171,7 @@ class IADETR(nn.Module):
         self.similarity = similarity
         # registered last, in this order: the parameter order of checkpoints from before the heads moved here
         self.identity_head, self.contrastive_head = identity_head, contrastive_head
+        self.stage_one = stage_one
         prior = -4.595  # sigmoid(prior) = 0.01, the focal-loss prior
         for head in self.class_heads:
             nn.init.constant_(head.bias, prior)
@@ -294,6 +308,7 @@ class IADETR(nn.Module):
             identity = self.identity_head(query_embedding, hidden, target_feats, class_boxes, image_sizes)
         if self.training and self.contrastive_head is not None:
             contrastive = self.contrastive_head(hidden, query_embedding)
+        stage_one = self.stage_one(out.hidden) if self.training and self.stage_one is not None else None
         layers = list(zip(logits[:, :, :nq], out.boxes[:, :, :nq]))
         return DetectorOutput(
             logits=layers[-1][0],
@@ -305,6 +320,7 @@ class IADETR(nn.Module):
             query_embedding=query_embedding,
             identity=identity,
             contrastive=contrastive,
+            stage_one=stage_one,
         )
 
     def select_queries(

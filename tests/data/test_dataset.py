@@ -72,7 +72,7 @@ def test_bad_image_raises_naming_the_file_and_training_skips_it(synthetic_root, 
     assert "not a decodable image" in caplog.text
 
 
-def test_stage1_targets_make_the_crop_the_one_positive():
+def test_stage1_targets_make_the_crop_the_positive_and_the_boxes_objects_or_negatives():
     record = ImageRecord(
         7,
         Path("t.jpg"),
@@ -83,10 +83,14 @@ def test_stage1_targets_make_the_crop_the_one_positive():
         np.array([False, True]),  # the second box is ignored (crowd)
     )
     query = QueryRecord(None, 7, Path("t.jpg"), (100.0, 20.0, 140.0, 60.0))
-    boxes = SelfQueryTargets()(record, Episode(0, None, query))
+    boxes = SelfQueryTargets(objects=False)(record, Episode(0, None, query))
     np.testing.assert_array_equal(boxes.boxes, [[10, 10, 50, 50], [100, 20, 140, 60]])
     np.testing.assert_array_equal(boxes.labels, [3, -1])
     np.testing.assert_array_equal(boxes.positive, [False, True])
+    assert boxes.objects is None
+    official = SelfQueryTargets()(record, Episode(0, None, query))  # the crop is "the query", box 3 "an object"
+    np.testing.assert_array_equal(official.positive, [False, True])
+    np.testing.assert_array_equal(official.objects, [True, False])
     stage2 = OneShotTargets()(record, Episode(0, 3, query))
     np.testing.assert_array_equal(stage2.positive, [True])
 

@@ -113,12 +113,31 @@ def test_self_query_episodes_crop_the_target(synthetic_root):
     from detector.data.episodes import SelfQueryEpisodes
 
     train, _, _, _ = _train(synthetic_root)
-    sampler = SelfQueryEpisodes(train, seed=3)
-    for index in range(len(sampler)):
-        episode = sampler.episode(0, index)
-        record = train.images[episode.image_index]
-        x1, y1, x2, y2 = episode.query.box
-        assert episode.category_id is None and episode.query.image_id == record.image_id
-        assert 0 <= x1 < x2 <= record.width and 0 <= y1 < y2 <= record.height
-        assert min(x2 - x1, y2 - y1) >= 0.05 * min(record.width, record.height)
-    assert sampler.episode(1, 2) == SelfQueryEpisodes(train, seed=3).episode(1, 2)
+    for official in (False, True):
+        sampler = SelfQueryEpisodes(train, seed=3, official=official)
+        widths = []
+        for index in range(len(sampler)):
+            episode = sampler.episode(0, index)
+            record = train.images[episode.image_index]
+            x1, y1, x2, y2 = episode.query.box
+            assert episode.category_id is None and episode.query.image_id == record.image_id
+            assert 0 <= x1 < x2 <= record.width and 0 <= y1 < y2 <= record.height
+            if official:  # 8 px to the side minus 8, each way
+                assert 8 <= x2 - x1 <= record.width - 8 and 8 <= y2 - y1 <= record.height - 8
+                widths.append((x2 - x1) / record.width)
+            else:  # 10-40% of the shorter side
+                assert min(x2 - x1, y2 - y1) >= 0.05 * min(record.width, record.height)
+        if official:  # uniform over [8, W - 8]: wide and narrow crops alike
+            assert min(widths) < 0.2 and max(widths) > 0.8
+        assert sampler.episode(1, 2) == SelfQueryEpisodes(train, seed=3, official=official).episode(1, 2)
+
+
+def test_official_crop_sides_by_hand():
+    from detector.data.episodes import official_crop
+
+    rng = np.random.default_rng(0)
+    draws = [official_crop(40, 20, rng) for _ in range(400)]
+    assert {w for _, _, w, _ in draws} == set(range(8, 33))  # randint(8, 40 - 8 + 1): every width 8..32
+    assert {h for _, _, _, h in draws} == set(range(8, 13))
+    assert all(0 <= x < 40 - w and 0 <= y < 20 - h for x, y, w, h in draws)
+    assert official_crop(12, 5, rng)[2:] == (8, 5)  # narrow sides: 8 px, or the whole side below 8

@@ -192,13 +192,15 @@ def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
     assert body and all(torch.equal(first[k], last[k]) for k in body)
 
 
-def test_stage1_self_supervised_then_stage2_from_it(data_root, tmp_path):
+@pytest.mark.parametrize("recipe", ["official", "crop_only"])
+def test_stage1_self_supervised_then_stage2_from_it(data_root, tmp_path, recipe):
     stage1 = load_config(
         ROOT / "configs/tiny_synthetic.yaml",
         _overrides(
             data_root,
             tmp_path / "s1",
             "train.stage=1",
+            f"train.stage1_recipe={recipe}",
             "train.max_steps=2",
             "loss.contrastive_dim=16",
             "model.backbone.trainable=false",

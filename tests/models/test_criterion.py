@@ -1,5 +1,7 @@
 """The criterion: pure losses (no parameters), near zero on perfect predictions, identity terms by hand."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,9 @@ def test_criterion_near_zero_on_perfect_predictions():
 def test_criterion_owns_no_parameters():
     model, criterion, _ = tiny_detector("model.identity_classes=8", "loss.contrastive_dim=16")
     assert list(criterion.parameters()) == [] and list(criterion.buffers()) == []
-    assert model.identity_head is not None and model.contrastive_head is not None
+    assert model.identity_head is not None and model.stage_one is not None  # the official stage-1 heads
+    crop_only, _, _ = tiny_detector("loss.contrastive_dim=16", "train.stage1_recipe=crop_only")
+    assert crop_only.contrastive_head is not None and crop_only.stage_one is None
 
 
 def test_identity_terms_are_cross_entropies_of_the_heads_logits():
@@ -77,3 +81,39 @@ def test_proposals_learn_the_decoders_targets_or_every_box():
     for mode, l1 in (("decoder", 0.0), ("all", 5 * 0.1 / 2)):
         _, criterion, _ = tiny_detector(f"loss.proposal_targets={mode}")
         assert criterion(out, targets)["l1_proposals"].item() == pytest.approx(l1, abs=1e-6), mode
+
+
+def test_official_stage1_detects_the_crop_and_every_box_and_groups_features_by_class():
+    """A hand-made stage-1 episode: the crop C ("the query", channel 0) and two annotated boxes A, B of class 5
+    and one D of class 7 ("an object", channel 1). Queries 0-3 sit exactly on C, A, B, D with their own channel
+    high: matched one to one, L1 and GIoU 0. The contrastive term, by hand with temperature 0.5 (cosines 1
+    within a class, 0 across, and the crop's feature equal to D's): class 5 has 4 pairs, each ``log(1 + 2
+    e^-2)`` (negatives D and C at cosine 0); class 7 one pair, ``log(2 + 2 e^-2)`` (C is a negative at cosine
+    1); the loss is the mean over the two classes."""
+    from detector.models.heads import StageOneOutput
+
+    _, criterion, _ = tiny_detector("loss.contrastive_weight=1.0", "loss.contrastive_temperature=0.5")
+    c, a, b, d = (
+        torch.tensor(v)
+        for v in ([0.2, 0.2, 0.2, 0.2], [0.6, 0.3, 0.2, 0.2], [0.5, 0.7, 0.3, 0.2], [0.85, 0.8, 0.2, 0.3])
+    )
+    boxes = torch.stack([c, a, b, d, torch.tensor([0.5, 0.5, 0.05, 0.05])])[None]
+    match = torch.tensor([[9.0, -9.0, -9.0, -9.0, -9.0]])
+    objects = torch.tensor([[-9.0, 9.0, 9.0, 9.0, -9.0]])
+    features = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.3, 0.3]]])
+    out = DetectorOutput(match, boxes, stage_one=StageOneOutput(objects[None], features[None]))
+    targets = [
+        {
+            "boxes": c[None],
+            "object_boxes": torch.stack([a, b, d]),
+            "object_labels": torch.tensor([5, 5, 7]),
+            "all_boxes": torch.stack([c, a, b, d]),
+        }
+    ]
+    losses = criterion(out, targets)
+    assert losses["l1"].item() == pytest.approx(0.0, abs=1e-6) and losses["giou"].item() == pytest.approx(0.0, abs=1e-5)
+    assert losses["class"].item() < 0.01
+    expected = (math.log(1 + 2 * math.exp(-2)) + math.log(2 + 2 * math.exp(-2))) / 2
+    assert losses["contrastive"].item() == pytest.approx(expected, rel=1e-5)
+    swapped = DetectorOutput(match, boxes, stage_one=StageOneOutput((-objects)[None], features[None]))
+    assert criterion(swapped, targets)["class"].item() > 1.0  # the boxes found, but called the wrong thing
