@@ -54,6 +54,7 @@ _OPTIONS_BEFORE_THEY_EXISTED = {
         "content_from_target": True,
     },
     "data": {"query_resize": "longer_side", "crop_style": "box_safe", "query_augment_style": "light"},
+    "train": {"stage1_recipe": "crop_only"},
     # torchvision's swin_v2_s preset: window 8, stochastic depth 0.3, its own window for the position-bias inputs
     "model.backbone": {"upsample": "bilinear", "swin_window": 8, "swin_pretrained_windows": None, "drop_path": 0.3},
 }

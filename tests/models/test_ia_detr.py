@@ -102,7 +102,9 @@ def test_query_content_is_embedding_plus_target_feature_at_proposal_cell():
 
 
 def test_training_only_heads_run_in_training_and_are_off_in_inference():
-    model, criterion, _ = tiny_detector("model.identity_classes=8", "loss.contrastive_dim=16")
+    model, criterion, _ = tiny_detector(
+        "model.identity_classes=8", "loss.contrastive_dim=16", "train.stage1_recipe=crop_only"
+    )
     inputs, targets = detector_batch()
     model.train()
     out = model(*inputs, class_boxes=[t["class_boxes"] for t in targets])
@@ -114,6 +116,15 @@ def test_training_only_heads_run_in_training_and_are_off_in_inference():
     model.eval()
     inference = model(*inputs)
     assert inference.identity is None and inference.contrastive is None
+    official, criterion, _ = tiny_detector("loss.contrastive_dim=16")  # the official stage-1 heads: 2 layers
+    official.train()
+    out = official(*inputs)
+    assert out.stage_one.objects.shape == (2, 2, 10) and out.stage_one.features.shape == (2, 2, 10, 16)
+    for t in targets:
+        t["object_boxes"], t["object_labels"] = t["boxes"][:0], torch.zeros(0, dtype=torch.int64)
+    assert {"contrastive", "contrastive_aux0"} <= set(criterion(out, targets))
+    official.eval()
+    assert official(*inputs).stage_one is None
 
 
 def test_fast_attention_paths_give_the_reference_detector_outputs():
