@@ -19,3 +19,15 @@ SMALL_DATA = [
     "data.num_workers=0",
 ]
 SMALL = [*SMALL_MODEL, *SMALL_DATA]
+
+# every model option at the official IA-DETR code's value (docs/fidelity.md), for tests of the paper configs' model
+# on the small scale above (the CPU-tiny recipe keeps the other value of each)
+OFFICIAL_MODEL = [
+    "model.proposals=multi_level",
+    "model.query_pos=proposals",
+    "model.content_from_target=false",
+    "model.padding_features=backbone",
+    "model.bias_inputs=linear",
+    "model.look_forward_reach=previous",
+    "model.one2many_selection=disjoint",
+]

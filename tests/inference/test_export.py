@@ -2,25 +2,16 @@
 
 import pytest
 from inference_helpers import save_random_checkpoint
+from small_model import OFFICIAL_MODEL
 
 from detector.inference.export import check_onnx, export_onnx
 from detector.inference.predictor import Predictor
-
-# every fidelity option at the official code's value (docs/fidelity.md)
-OFFICIAL = [
-    "model.proposals=multi_level",
-    "model.query_pos=proposals",
-    "model.content_from_target=false",
-    "model.padding_features=backbone",
-    "model.bias_inputs=linear",
-    "model.look_forward_reach=previous",
-]
 
 
 @pytest.mark.parametrize("options", ["recipe", "official"])
 def test_onnx_export_matches_pytorch(checkpoint, tmp_path, options):
     if options == "official":
-        checkpoint = save_random_checkpoint(tmp_path / "official.pth", *OFFICIAL)
+        checkpoint = save_random_checkpoint(tmp_path / "official.pth", *OFFICIAL_MODEL)
     predictor = Predictor.from_checkpoint(checkpoint, "cpu")
     path = export_onnx(predictor.model, tmp_path / "m.onnx", size=128, query_size=32)
     diffs = check_onnx(predictor.model, path, size=128, query_size=32)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from model_helpers import detector_batch, tiny_detector
+from small_model import OFFICIAL_MODEL
 
 from detector.attention import DoubleCrossAttention, IndirectAttention, MisalignedAttention
 
@@ -221,23 +222,12 @@ def test_with_backbone_features_on_padding_a_query_is_encoded_on_each_target_gri
         assert zero.encode_target(targets, target_masks, sizes).features[1][:, padding].abs().sum() == 0
 
 
-OFFICIAL = [
-    "model.proposals=multi_level",
-    "model.query_pos=proposals",
-    "model.content_from_target=false",
-    "model.padding_features=backbone",
-    "model.bias_inputs=linear",
-    "model.look_forward_reach=previous",
-    "model.one2many_selection=disjoint",
-]
-
-
 @pytest.mark.parametrize("content", ["false", "true"])
 def test_the_official_options_together_train_and_split_into_encode_and_decode(content):
     """Every fidelity option at its official value (and the paper's text for the query content): a training
     step reaches every parameter, and encode + decode equals the forward."""
     model, criterion, _ = tiny_detector(
-        *OFFICIAL, "model.num_queries_one2many=8", f"model.content_from_target={content}"
+        *OFFICIAL_MODEL, "model.num_queries_one2many=8", f"model.content_from_target={content}"
     )
     inputs, targets = detector_batch()
     for t in targets:
