@@ -5,8 +5,9 @@ query exemplar the image-id-seeded shuffle picks for that repeat. The detections
 are scored as detections of that class in that image; COCO AP (pycocotools) is computed per class for each
 repeat, averaged over the seen and over the unseen classes, and then the repeats give a mean and a standard
 deviation. Extended (one flag): classes absent from an image are queried too; their detections can only be
-false positives. It reports false positives per absent episode at score thresholds 0.3 and 0.5, and AP50
-over present and absent episodes together.
+false positives. It reports false positives per absent episode at score thresholds 0.1 to 0.6, and AP50
+over present and absent episodes together. Both report precision and recall of the present episodes' detections
+at those thresholds (IoU 0.5): the operating points a user's ``--score-threshold`` picks from.
 
 Usage: ``reset()``, then ``process(episodes, detections)`` for every batch, then ``evaluate()``. An episode
 that could not be run (an unreadable image) is reported with ``drop(episode, reason)``: its target image is
@@ -27,7 +28,10 @@ from ..data.episodes import Episode
 from ..data.records import DetectionData
 from ..data.splits import Split
 
-FP_THRESHOLDS = (0.3, 0.5)
+# score thresholds of the operating-point table: precision and recall of the present episodes at IoU 0.5, and
+# false positives per absent episode (extended protocol)
+OPERATING_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+FP_THRESHOLDS = OPERATING_THRESHOLDS
 
 
 class OneShotEvaluator:
@@ -98,11 +102,13 @@ class OneShotEvaluator:
         return gt
 
     def _per_class_ap(self, gt: COCO, detections: list[dict]) -> dict[int, dict[str, float]]:
-        """Per class id: AP (0.5:0.95), AP50, AP75 in percent; classes without ground truth are left out."""
+        """Per class id: AP (0.5:0.95), AP50, AP75 in percent, and ``counts`` (:meth:`_operating_counts`);
+        classes without ground truth are left out."""
         class_ids = sorted(set(self.seen_ids) | set(self.unseen_ids))
         with_gt = {cid for cid in class_ids if gt.getAnnIds(catIds=[cid], iscrowd=False)}
         if not detections:
-            return {cid: {"ap": 0.0, "ap50": 0.0, "ap75": 0.0} for cid in with_gt}
+            nothing = {"ap": 0.0, "ap50": 0.0, "ap75": 0.0}
+            return {cid: {**nothing, "counts": self._no_detections(gt, cid)} for cid in with_gt}
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(detections)
             evaluator = COCOeval(gt, dt, "bbox")
@@ -123,7 +129,37 @@ class OneShotEvaluator:
                 return float(values.mean() * 100) if values.size else 0.0
 
             out[cid] = {"ap": mean(p), "ap50": mean(p[0]), "ap75": mean(p[5])}
+        for cid, counts in self._operating_counts(evaluator).items():
+            if cid in out:
+                out[cid]["counts"] = counts
         return out
+
+    @staticmethod
+    def _operating_counts(evaluator: COCOeval) -> dict[int, np.ndarray]:
+        """Per class: ``(len(OPERATING_THRESHOLDS), 3)`` true positives, false positives and ground-truth boxes
+        among the detections scoring at least each threshold, from pycocotools' own matching at IoU 0.5 (all
+        areas, the largest detection count). It matches detections in descending score order, so the matches
+        above a threshold are those a run with only those detections would make."""
+        counts: dict[int, np.ndarray] = defaultdict(lambda: np.zeros((len(OPERATING_THRESHOLDS), 3)))
+        all_areas = evaluator.params.areaRng[0]
+        for record in evaluator.evalImgs:
+            if record is None or record["aRng"] != all_areas:
+                continue
+            scores = np.asarray(record["dtScores"], np.float64)
+            matched = np.asarray(record["dtMatches"][0]) > 0
+            ignored = np.asarray(record["dtIgnore"][0], bool)
+            truth = int((~np.asarray(record["gtIgnore"], bool)).sum())
+            for row, threshold in enumerate(OPERATING_THRESHOLDS):
+                above = (scores >= threshold) & ~ignored
+                counts[record["category_id"]][row] += (int((above & matched).sum()), int((above & ~matched).sum()), 0)
+                counts[record["category_id"]][row, 2] += truth
+        return dict(counts)
+
+    def _no_detections(self, gt: COCO, cid: int) -> np.ndarray:
+        truth = len(gt.getAnnIds(catIds=[cid], imgIds=sorted(self.images), iscrowd=False))
+        counts = np.zeros((len(OPERATING_THRESHOLDS), 3))
+        counts[:, 2] = truth
+        return counts
 
     def evaluate(self) -> dict:
         """Every number: per repeat, per class, seen/unseen means, mean and std over repeats (percent), and
@@ -134,11 +170,21 @@ class OneShotEvaluator:
         per_repeat = []
         for r in repeats:
             classes = self._per_class_ap(gt, self.present[r])
-            row = {"repeat": r, "per_class": {self.data.category(c).name: v for c, v in classes.items()}}
+            per_class = {
+                self.data.category(c).name: {k: v for k, v in m.items() if k != "counts"} for c, m in classes.items()
+            }
+            row = {"repeat": r, "per_class": per_class}
             for group, ids in (("seen", self.seen_ids), ("unseen", self.unseen_ids)):
                 for metric in ("ap", "ap50", "ap75"):
                     values = [classes[c][metric] for c in ids if c in classes]
                     row[f"{group}_{metric}"] = float(np.mean(values)) if values else float("nan")
+                counts = sum(
+                    (classes[c]["counts"] for c in ids if c in classes), np.zeros((len(OPERATING_THRESHOLDS), 3))
+                )
+                for index, threshold in enumerate(OPERATING_THRESHOLDS):
+                    tp, fp, truth = counts[index].tolist()
+                    row[f"{group}_precision@{threshold}"] = 100 * tp / (tp + fp) if tp + fp else float("nan")
+                    row[f"{group}_recall@{threshold}"] = 100 * tp / truth if truth else float("nan")
             if self.absent_episodes.get(r):
                 n = self.absent_episodes[r]
                 for t in FP_THRESHOLDS:

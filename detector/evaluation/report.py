@@ -43,8 +43,17 @@ def console_table(result: dict) -> str:
                 f"{group:10s} {_pm(part, f'{group}_ap50'):>14s} {_pm(part, f'{group}_ap'):>14s} "
                 f"{_pm(part, f'{group}_ap75'):>14s}"
             )
-    for key in [k for k in result if k.startswith("fp_per_absent") and not k.endswith("_std")]:
-        lines.append(f"{key}: {_pm(result, key)}")
+    if "unseen_recall@0.3" in result:
+        lines.append(
+            f"at score 0.3 (IoU 0.5): unseen precision {_pm(result, 'unseen_precision@0.3')}, recall "
+            f"{_pm(result, 'unseen_recall@0.3')}; seen precision {_pm(result, 'seen_precision@0.3')}, recall "
+            f"{_pm(result, 'seen_recall@0.3')}"
+            + (
+                f"; {_pm(result, 'fp_per_absent_episode@0.3')} false positives per absent episode"
+                if "fp_per_absent_episode@0.3" in result
+                else ""
+            )
+        )
     for key in ("seen_ap50_with_absent", "unseen_ap50_with_absent"):
         if key in result:
             lines.append(f"{key}: {_pm(result, key)}")
@@ -90,7 +99,8 @@ def markdown_report(result: dict, settings: dict) -> str:
                 f"| {group} | {_pm(part, f'{group}_ap50')} | {_pm(part, f'{group}_ap')} | "
                 f"{_pm(part, f'{group}_ap75')} |"
             )
-    extended = [k for k in result if ("absent" in k) and not k.endswith("_std") and k != "per_image"]
+    lines += _operating_points(result)
+    extended = [k for k in result if ("absent" in k) and not k.endswith("_std") and k != "per_image" and "@" not in k]
     if extended:
         lines += ["", "## Extended protocol (absent classes queried)", ""]
         lines += [f"- {k}: {_pm(result, k)}" for k in extended]
@@ -108,6 +118,30 @@ def markdown_report(result: dict, settings: dict) -> str:
             value = f"{row['ap50']:.1f}" + (f" ± {row['ap50_std']:.1f}" if "ap50_std" in row else "")
             lines.append(f"| {name} | {'unseen' if row['unseen'] else 'seen'} | {value} |")
     return "\n".join(lines) + "\n"
+
+
+def _operating_points(result: dict) -> list[str]:
+    """Precision and recall (present episodes, IoU 0.5) and false positives per absent episode, per threshold."""
+    thresholds = sorted(
+        {float(k.split("@")[1]) for k in result if k.startswith("unseen_recall@") and not k.endswith("_std")}
+    )
+    if not thresholds:
+        return []
+    absent = any(k.startswith("fp_per_absent_episode@") for k in result)
+    lines = [
+        "",
+        "## Operating points (detections scoring at least the threshold; IoU 0.5; mean ± std over repeats)",
+        "",
+        "| score threshold | unseen precision | unseen recall | seen precision | seen recall |"
+        + (" false positives per absent episode |" if absent else ""),
+        "|---|---|---|---|---|" + ("---|" if absent else ""),
+    ]
+    for t in thresholds:
+        row = f"| {t:g} | " + " | ".join(
+            _pm(result, f"{group}_{metric}@{t}") for group in ("unseen", "seen") for metric in ("precision", "recall")
+        )
+        lines.append(row + (f" | {_pm(result, f'fp_per_absent_episode@{t}')} |" if absent else " |"))
+    return lines
 
 
 def write_reports(result: dict, out_dir: str | Path, settings: dict) -> None:

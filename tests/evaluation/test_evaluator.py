@@ -111,6 +111,18 @@ def test_mix_of_hits_and_misses_equals_pycocotools_directly():
     # by hand for dog: one hit (score 0.4) after one miss (0.7) -> precision 0.5 at recall 1 of 1 GT in c.jpg,
     # and the dog in a.jpg is never found: recall reaches 0.5 with precision 0.5 -> AP50 = 0.5 * 51/101 * 100
     assert result["unseen_ap50"] == pytest.approx(100 * 0.5 * 51 / 101, abs=0.01)
+    # operating points by hand (IoU 0.5): cats (3 boxes) scored 0.95 miss, 0.9 hit, 0.8 hit, 0.6 miss, 0.3 hit;
+    # dogs (2 boxes) 0.7 miss, 0.4 hit
+    expected = {
+        0.3: (3 / 5, 3 / 3, 1 / 2, 1 / 2),
+        0.4: (2 / 4, 2 / 3, 1 / 2, 1 / 2),
+        0.6: (2 / 4, 2 / 3, 0 / 1, 0 / 2),
+    }
+    for t, (seen_p, seen_r, unseen_p, unseen_r) in expected.items():
+        assert result[f"seen_precision@{t}"] == pytest.approx(100 * seen_p)
+        assert result[f"seen_recall@{t}"] == pytest.approx(100 * seen_r)
+        assert result[f"unseen_precision@{t}"] == pytest.approx(100 * unseen_p)
+        assert result[f"unseen_recall@{t}"] == pytest.approx(100 * unseen_r)
 
 
 def test_absent_episodes_count_false_positives():

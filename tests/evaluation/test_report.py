@@ -64,3 +64,19 @@ def test_both_protocols_are_reported_side_by_side_each_named():
     assert table[2].startswith("| ours | coco |") and table[3] == (
         "| ours | per-image | 80.0 / 70.0 | 80.0 / 70.0 | 80.0 / 70.0 |"
     )
+
+
+def test_the_operating_points_table_lists_each_threshold():
+    from detector.evaluation.report import console_table, markdown_report
+
+    result = {"images": 3, "repeats": 2, "per_class": {}, "seen_ap50": 50.0, "unseen_ap50": 40.0}
+    for t in (0.3, 0.5):
+        for group in ("seen", "unseen"):
+            result[f"{group}_precision@{t}"], result[f"{group}_precision@{t}_std"] = 80.0 - 10 * t, 1.0
+            result[f"{group}_recall@{t}"], result[f"{group}_recall@{t}_std"] = 90.0 - 100 * t, 2.0
+        result[f"fp_per_absent_episode@{t}"], result[f"fp_per_absent_episode@{t}_std"] = t, 0.0
+    text = markdown_report(result, {})
+    assert "| 0.3 | 77.0 ± 1.0 | 60.0 ± 2.0 | 77.0 ± 1.0 | 60.0 ± 2.0 | 0.3 ± 0.0 |" in text
+    assert "| 0.5 | 75.0 ± 1.0 | 40.0 ± 2.0 | 75.0 ± 1.0 | 40.0 ± 2.0 | 0.5 ± 0.0 |" in text
+    assert "fp_per_absent_episode@0.3:" not in text  # in the table, not repeated in the extended list
+    assert "at score 0.3 (IoU 0.5): unseen precision 77.0 ± 1.0, recall 60.0 ± 2.0" in console_table(result)
