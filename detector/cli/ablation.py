@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ..config import load_config
+from ..engine.checkpoint import write_text_atomically
 from ..engine.evaluate import evaluate_checkpoint
 from ..engine.trainer import train
 from ..synthetic.benchmark import generate
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs.setdefault(fusion, []).append(_run(args, out / f"{fusion}_seed{seed}", fusion, seed))
     table = summarise(runs)
     settings = {"config": args.config, "overrides": args.overrides, "seeds": args.seeds}
-    _write_atomically(out / "ablation.json", json.dumps({"settings": settings, **table}, indent=1))
-    _write_atomically(out / "ablation.md", markdown(table, settings))
+    write_text_atomically(out / "ablation.json", json.dumps({"settings": settings, **table}, indent=1))
+    write_text_atomically(out / "ablation.md", markdown(table, settings))
     print(markdown(table, settings))
     return table
 
@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace, folder: Path, fusion: str, seed: int) -> dict
     }
     if "per_image" in result:
         record.update({f"per_image_{k}": result["per_image"][k] for k in ("seen_ap50", "unseen_ap50")})
-    _write_atomically(done, json.dumps(record, indent=1))
+    write_text_atomically(done, json.dumps(record, indent=1))
     return record
 
 
@@ -143,12 +143,6 @@ def markdown(table: dict, settings: dict) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

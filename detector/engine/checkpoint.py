@@ -130,6 +130,14 @@ def torch_save_atomically(value: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file of this process, then rename it over ``path``: a reader never sees a
+    half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (:func:`torch_save_atomically`). If the write fails (a full disk),
     the file at ``path`` is left as it was, and the error says what happened."""

@@ -203,15 +203,13 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
         dynamic_ncols=True,
     )
     frozen_from = freeze_step(config.train)
+    frozen = False
 
     def freeze(report=None) -> None:
+        nonlocal frozen
         step = position.step if report is None else report.position.step
-        if (
-            frozen_from is not None
-            and step >= frozen_from
-            and any(p.requires_grad for p in model.backbone.body.parameters())
-        ):
-            count = freeze_backbone_body(model.backbone)
+        if frozen_from is not None and not frozen and step >= frozen_from:
+            count, frozen = freeze_backbone_body(model.backbone), True
             if main:
                 logger.info("backbone body frozen from step %d (%d parameter tensors)", step, count)
 

@@ -161,17 +161,21 @@ class Predictor:
         query_tensors: list[torch.Tensor],
         query: QueryEncoding | None,
         threshold: float,
+        on_grid: dict | None = None,
     ) -> list[dict[str, np.ndarray]]:
         """One model call: ``targets`` (resized image, original size) against the query (k-shot: several),
         whose encoding ``query`` was computed once for all targets (``None`` when the model runs compiled,
-        which takes the query images every call)."""
+        which takes the query images every call). A model with backbone features on padding encodes the query
+        on each grid instead: ``on_grid`` holds those encodings by grid, filled as the batches need them."""
         target_tensors = [t for t, _ in targets]
         grid = _grid([tuple(t.shape[1:]) for t in target_tensors + query_tensors], self.config.data.size_divisor)
         target_images, target_masks = pad_to_grid(target_tensors, *grid)
         sizes = torch.tensor([tuple(t.shape[1:]) for t in target_tensors], device=self.device)
         target_images, target_masks = target_images.to(self.device), target_masks.to(self.device)
-        if query is not None and query.canvas:  # encoded on its own canvas: encode it again on this grid
-            query = self.model.encode_query(*self._query_inputs(query_tensors, grid, 1))
+        if on_grid is not None:
+            if grid not in on_grid:
+                on_grid[grid] = self.encode_query(query_tensors, grid)
+            query = on_grid[grid]
         if query is not None:
             outputs = self.model.decode(query, self.model.encode_target(target_images, target_masks, sizes))
         else:
@@ -261,9 +265,12 @@ class Predictor:
         query_tensors = [self._query_tensor(q, b) for q, b in zip(queries, boxes)]
         targets = [self._target_tensor(t) for t in (target_image if isinstance(target_image, list) else [target_image])]
         results: list[dict[str, np.ndarray]] = [{} for _ in targets]
-        query = self.encode_query(query_tensors) if self.compiled is None else None  # once for every target
+        eager = self.compiled is None
+        # the query's encoding: once for every target, or (backbone features on padding) once per grid
+        query = self.encode_query(query_tensors) if eager and self.model.zero_padding else None
+        on_grid = {} if eager and not self.model.zero_padding else None
         for group in self._batches([tuple(t.shape[1:]) for t, _ in targets], query_tensors):
-            detections = self._run([targets[i] for i in group], query_tensors, query, score_threshold)
+            detections = self._run([targets[i] for i in group], query_tensors, query, score_threshold, on_grid)
             for i, det in zip(group, detections):
                 results[i] = det
         return results if isinstance(target_image, list) else results[0]

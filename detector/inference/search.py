@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.dataset import pad_to_grid
-from ..engine.checkpoint import torch_save_atomically
+from ..engine.checkpoint import torch_save_atomically, write_text_atomically
 from ..models.ia_detr import QueryEncoding, TargetEncoding
 from .predictor import CPU_BATCHING_MAX_PARAMETERS, ImageLike, Predictor, _as_boxes
 
@@ -63,12 +62,6 @@ def preprocessing(predictor: Predictor) -> dict:
         "query_size": data.query_size,
         "size_divisor": data.size_divisor,
     }
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -193,7 +186,8 @@ class TargetIndex:
         if tensors:
             _save_tensors(tensors, path / "shards" / shard_name)
         manifest["images"] = kept + new_entries
-        _write_json(path / "manifest.json", manifest)  # last: an interrupted update leaves the old manifest valid
+        # last: an interrupted update leaves the old manifest valid
+        write_text_atomically(path / "manifest.json", json.dumps(manifest, indent=1))
         used = {e["shard"] for e in manifest["images"]}
         for shard in (path / "shards").glob("*.pt"):
             if shard.name not in used:
@@ -292,7 +286,8 @@ class Searcher:
         if len(boxes) != len(queries):
             raise ValueError(f"got {len(queries)} query images but {len(boxes)} query boxes")
         query_tensors = [predictor._query_tensor(q, b) for q, b in zip(queries, boxes)]
-        shared = predictor.encode_query(query_tensors)
+        # once for every target, or (backbone features on padding) once per grid
+        shared = predictor.encode_query(query_tensors) if predictor.model.zero_padding else None
         on_grid: dict[tuple, QueryEncoding] = {}
         results: list[dict[str, np.ndarray]] = [{} for _ in self.index.entries]
         device = predictor.device
@@ -302,7 +297,7 @@ class Searcher:
                 *(torch.stack([s[f] for s in stored]).to(device) for f in _FIELDS),
             )
             query = shared
-            if shared.canvas:  # a model with backbone features on padding: the query on this grid, once per grid
+            if query is None:
                 grid = tuple(int(n) * predictor.model.backbone.stride for n in target.features.shape[-2:])
                 if grid not in on_grid:
                     on_grid[grid] = predictor.encode_query(query_tensors, grid)

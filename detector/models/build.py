@@ -15,7 +15,7 @@ from .heads import ContentProjection, ContrastiveHead, IdentityHead, SimilarityL
 from .ia_detr import IADETR
 from .matcher import HungarianMatcher
 from .postprocess import PostProcessor
-from .proposals import ProposalHead
+from .proposals import MultiLevelProposalHead, ProposalHead
 
 logger = logging.getLogger(__name__)
 FUSIONS = ("indirect", "cross", "misaligned")
@@ -63,7 +63,7 @@ def build_model(
     load_weights: bool = True,
     query_extent: int = 300,
     contrastive_dim: int = 0,
-    stage1_recipe: str = "crop_only",
+    stage1_recipe: str = "official",
 ) -> IADETR:
     """The detector of ``config``; ``contrastive_dim > 0`` adds the stage-1 heads: the official recipe's object
     logits and per-layer projections (``stage1_recipe: official``), or the crop-only recipe's projections."""
@@ -84,7 +84,7 @@ def build_model(
     return IADETR(
         build_backbone(config, load_weights),
         Decoder(layers, dim, config.look_forward_twice, config.look_forward_reach, config.query_pos),
-        ProposalHead(dim, STRIDE, multi_level=config.proposals == "multi_level"),
+        MultiLevelProposalHead(dim, STRIDE) if config.proposals == "multi_level" else ProposalHead(dim, STRIDE),
         dim,
         config.num_queries,
         config.num_queries_one2many,

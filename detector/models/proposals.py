@@ -51,13 +51,13 @@ MULTI_LEVEL_STRIDES = (8, 16, 32, 64)
 
 
 class ProposalHead(nn.Module):
-    def __init__(self, dim: int, stride: int = 16, anchor_cells: float = 2.0, multi_level: bool = False) -> None:
+    """The single-level design: one proposal per stride-16 cell, its anchor two cells wide."""
+
+    multi_level = False
+
+    def __init__(self, dim: int, stride: int = 16, anchor_cells: float = 2.0) -> None:
         super().__init__()
         self.stride, self.anchor_cells = stride, anchor_cells
-        self.multi_level = multi_level
-        if multi_level:
-            self.level_maps = nn.ModuleList(_level_map(dim, stride, s) for s in MULTI_LEVEL_STRIDES)
-            self.project = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, 1)
         self.box = MLP(dim, dim, 4, 3)
@@ -65,7 +65,7 @@ class ProposalHead(nn.Module):
         nn.init.zeros_(self.box[-1].bias)
 
     def anchors(self, grid_size: tuple[int, int], image_sizes: torch.Tensor) -> torch.Tensor:
-        """``(B, h * w, 4)`` ``cxcywh`` anchors of the single-level design, normalised by each image's size."""
+        """``(B, h * w, 4)`` ``cxcywh`` anchors normalised by each image's size."""
         h, w = grid_size
         ys, xs = torch.meshgrid(
             torch.arange(h, device=image_sizes.device),
@@ -78,12 +78,45 @@ class ProposalHead(nn.Module):
         extent = torch.full_like(centres, self.anchor_cells * self.stride) / size
         return torch.cat([centres, extent], -1)
 
+    def cells(
+        self, features: torch.Tensor, valid: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The proposing cells' normalised features ``(B, N, d)``, validity ``(B, N)`` and anchors ``(B, N, 4)``."""
+        return self.norm(features), valid, self.anchors(grid_size, image_sizes)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        valid: torch.Tensor,
+        grid_size: tuple[int, int],
+        image_sizes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features (B, h*w, d)``, ``valid (B, h*w)`` bool (cells inside the target image).
+        Returns ``logits (B, N)`` (``-1e4`` where nothing is proposed) and ``boxes (B, N, 4)`` ``cxcywh``, one
+        per proposing cell (:meth:`cells`)."""
+        x, valid, anchors = self.cells(features, valid, grid_size, image_sizes)
+        logits = self.score(x).squeeze(-1).masked_fill(~valid, -1e4)
+        boxes = (inverse_sigmoid(anchors.clamp(1e-4, 1 - 1e-4)) + self.box(x)).sigmoid()
+        return logits, boxes
+
+
+class MultiLevelProposalHead(ProposalHead):
+    """The official design: the cells of four levels (:data:`MULTI_LEVEL_STRIDES`) made from the stride-16 map,
+    one level after the other; features ``LayerNorm(Linear(.))``."""
+
+    multi_level = True
+
+    def __init__(self, dim: int, stride: int = 16) -> None:
+        super().__init__(dim, stride)
+        self.level_maps = nn.ModuleList(_level_map(dim, stride, s) for s in MULTI_LEVEL_STRIDES)
+        self.project = nn.Linear(dim, dim)
+
     @staticmethod
     def level_anchors(mask: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The multi-level design's anchors of one level: ``mask (B, h, w)`` (``True`` = padding) ->
-        ``(B, h * w, 4)`` ``cxcywh`` (cell ``(i, j)``: centre ``((j + 0.5) / valid_w, (i + 0.5) / valid_h)``, size
-        ``0.05 * 2 ** level``, where ``valid_w``/``valid_h`` count the valid cells of the first row/column) and
-        ``(B, h * w)`` validity (not padding, and every coordinate inside ``(0.01, 0.99)``)."""
+        """One level's anchors: ``mask (B, h, w)`` (``True`` = padding) -> ``(B, h * w, 4)`` ``cxcywh`` (cell
+        ``(i, j)``: centre ``((j + 0.5) / valid_w, (i + 0.5) / valid_h)``, size ``0.05 * 2 ** level``, where
+        ``valid_w``/``valid_h`` count the valid cells of the first row/column) and ``(B, h * w)`` validity (not
+        padding, and every coordinate inside ``(0.01, 0.99)``)."""
         _, h, w = mask.shape
         valid_h = (~mask[:, :, 0]).sum(1).clamp(min=1).to(torch.float32)
         valid_w = (~mask[:, 0, :]).sum(1).clamp(min=1).to(torch.float32)
@@ -99,30 +132,9 @@ class ProposalHead(nn.Module):
         inside = ((anchors > 0.01) & (anchors < 0.99)).all(-1)
         return anchors, inside & ~mask.flatten(1)
 
-    def forward(
-        self,
-        features: torch.Tensor,
-        valid: torch.Tensor,
-        grid_size: tuple[int, int],
-        image_sizes: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``features (B, h*w, d)``, ``valid (B, h*w)`` bool (cells inside the target image).
-        Returns ``logits (B, N)`` (``-1e4`` where nothing is proposed) and ``boxes (B, N, 4)`` ``cxcywh``;
-        ``N = h * w``, or the four levels' cells one level after the other (:data:`MULTI_LEVEL_STRIDES`)."""
-        if self.multi_level:
-            features, valid, anchors = self._levels(features, valid, grid_size)
-            x = self.norm(self.project(features))
-        else:
-            x = self.norm(features)
-            anchors = self.anchors(grid_size, image_sizes)
-        logits = self.score(x).squeeze(-1).masked_fill(~valid, -1e4)
-        boxes = (inverse_sigmoid(anchors.clamp(1e-4, 1 - 1e-4)) + self.box(x)).sigmoid()
-        return logits, boxes
-
-    def _levels(
-        self, features: torch.Tensor, valid: torch.Tensor, grid_size: tuple[int, int]
+    def cells(
+        self, features: torch.Tensor, valid: torch.Tensor, grid_size: tuple[int, int], image_sizes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features, validity and anchors of the four levels, concatenated."""
         b, _, d = features.shape
         grid = features.transpose(1, 2).reshape(b, d, *grid_size)
         padding = ~valid.reshape(b, 1, *grid_size)
@@ -133,11 +145,11 @@ class ProposalHead(nn.Module):
             level_features = level_map(grid)
             mask = F.interpolate(padding.float(), size=level_features.shape[-2:]).bool()[:, 0]
             anchors, inside = self.level_anchors(mask, level)
-            level_features = level_features.flatten(2).transpose(1, 2) * inside[..., None]
-            out_features.append(level_features)
+            out_features.append(level_features.flatten(2).transpose(1, 2) * inside[..., None])
             out_valid.append(inside)
             out_anchors.append(anchors)
-        return torch.cat(out_features, 1), torch.cat(out_valid, 1), torch.cat(out_anchors, 1)
+        features = self.norm(self.project(torch.cat(out_features, 1)))
+        return features, torch.cat(out_valid, 1), torch.cat(out_anchors, 1)
 
 
 def select_top_k(logits: torch.Tensor, boxes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@ cells than queries."""
 
 import torch
 
-from detector.models.proposals import ProposalHead, select_top_k
+from detector.models.proposals import MultiLevelProposalHead, ProposalHead, select_top_k
 
 
 def test_anchors_by_hand():
@@ -39,7 +39,7 @@ def test_multi_level_anchors_by_hand():
     valid columns and rows, so cell (row 1, column 2) is centred at (2.5 / 4, 1.5 / 4), 0.05 wide; level 2
     (stride 32) is 1 x 1, centred (0.5, 0.5), 0.2 wide; level 3 (stride 64) has no cell."""
     torch.manual_seed(0)
-    head = ProposalHead(dim=32, stride=16, multi_level=True)
+    head = MultiLevelProposalHead(dim=32, stride=16)
     valid = torch.tensor([[True, True, False, True, True, False]])
     level0, inside0 = head.level_anchors(torch.tensor([[[False] * 4 + [True] * 2] * 4]), 0)
     torch.testing.assert_close(level0[0, 1 * 6 + 2], torch.tensor([2.5 / 4, 1.5 / 4, 0.05, 0.05]))
@@ -57,7 +57,7 @@ def test_multi_level_anchors_by_hand():
 def test_multi_level_anchors_outside_the_inner_image_are_not_proposed():
     """The official rule: an anchor with a coordinate outside (0.01, 0.99) is not proposed (a 0.8-wide level-4
     anchor is, a 1.6-wide level-5 one would not be)."""
-    anchors, inside = ProposalHead.level_anchors(torch.zeros(1, 1, 1, dtype=torch.bool), 4)
+    anchors, inside = MultiLevelProposalHead.level_anchors(torch.zeros(1, 1, 1, dtype=torch.bool), 4)
     torch.testing.assert_close(anchors[0, 0], torch.tensor([0.5, 0.5, 0.8, 0.8]))
     assert inside.all()
-    assert not ProposalHead.level_anchors(torch.zeros(1, 1, 1, dtype=torch.bool), 5)[1].any()
+    assert not MultiLevelProposalHead.level_anchors(torch.zeros(1, 1, 1, dtype=torch.bool), 5)[1].any()
