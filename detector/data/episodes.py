@@ -120,12 +120,11 @@ class SelfQueryEpisodes:
         rng = np.random.default_rng([self.seed, epoch, index, 1])
         if self.official:
             x1, y1, w, h = official_crop(record.width, record.height, rng)
-            query = QueryRecord(None, record.image_id, record.path, (x1, y1, x1 + w, y1 + h))
-            return Episode(self.data.index_of(record.image_id), None, query)
-        side = min(record.width, record.height) * rng.uniform(0.1, 0.4)
-        aspect = np.exp(rng.uniform(-np.log(2), np.log(2)))
-        w, h = min(record.width, side * np.sqrt(aspect)), min(record.height, side / np.sqrt(aspect))
-        x1, y1 = rng.uniform(0, record.width - w), rng.uniform(0, record.height - h)
+        else:
+            side = min(record.width, record.height) * rng.uniform(0.1, 0.4)
+            aspect = np.exp(rng.uniform(-np.log(2), np.log(2)))
+            w, h = min(record.width, side * np.sqrt(aspect)), min(record.height, side / np.sqrt(aspect))
+            x1, y1 = rng.uniform(0, record.width - w), rng.uniform(0, record.height - h)
         query = QueryRecord(None, record.image_id, record.path, (x1, y1, x1 + w, y1 + h))
         return Episode(self.data.index_of(record.image_id), None, query)
 
