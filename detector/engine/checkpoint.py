@@ -14,6 +14,7 @@ heads moved from the criterion into the model) kept them under ``train_step`` as
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import pickle
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, from_dict
+from ..config import BackboneConfig, Config, from_dict
 from ..models.build import build_model
 from ..models.ia_detr import IADETR
 
@@ -77,6 +78,9 @@ def migrate(state: dict) -> dict:
             before = dict(options)
             if section == "model" and not values.get("num_queries_one2many"):  # no one-to-many: the same
                 before["one2many_selection"] = "disjoint"
+            if section == "model.backbone" and values.get("name") == "tiny":  # Swin/upsampling options: unused
+                defaults = dataclasses.asdict(BackboneConfig())
+                before = {key: defaults[key] for key in options}
             if parent:
                 config = {**config, parent: {**holder, child: {**before, **values}}}
             else:
