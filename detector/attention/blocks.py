@@ -7,6 +7,8 @@ Every block is called as ``block(query, conditioning, content, key_padding_mask=
 - ``content`` ``(B, n, d)``: the sequence the answer is read from (target-image features); position ``j`` of
   ``conditioning`` and of ``content`` index the same cell (pad the shorter sequence);
 - ``key_padding_mask`` ``(B, n)`` bool, ``True`` where position ``j`` is padding;
+- ``key_pos`` ``(B or 1, n, d)``, optional: a position code added to the keys only, never to the values (DETR's
+  convention; the synthetic study uses it so that no value says where it came from);
 - ``relation``: keyword arguments for the block's relation-bias module (ignored by blocks without one).
 
 Blocks:
@@ -53,6 +55,7 @@ class _MultiHead(nn.Module):
         values_from: torch.Tensor,
         key_padding_mask: torch.Tensor | None,
         bias: torch.Tensor | AxisBias | None,
+        key_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if keys_from.shape[1] != values_from.shape[1]:
             raise ValueError(
@@ -61,7 +64,7 @@ class _MultiHead(nn.Module):
             )
         q, k, v = (
             self._split(self.q_proj(query)),
-            self._split(self.k_proj(keys_from)),
+            self._split(self.k_proj(keys_from if key_pos is None else keys_from + key_pos)),
             self._split(self.v_proj(values_from)),
         )
         if self.reference:
@@ -89,13 +92,14 @@ class IndirectAttention(_MultiHead):
         *,
         key_padding_mask: torch.Tensor | None = None,
         relation: dict | None = None,
+        key_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if relation is None:
             raise ValueError("IndirectAttention needs relation=... for its bias module")
         # a bias module that can give its row and column terms lets the fast path fold them in
         factors = getattr(self.bias, "factors", None)
         bias = self.bias(**relation) if self.reference or factors is None else factors(**relation)
-        return self._attend(query, conditioning, content, key_padding_mask, bias)
+        return self._attend(query, conditioning, content, key_padding_mask, bias, key_pos)
 
 
 class MisalignedAttention(_MultiHead):
@@ -109,8 +113,9 @@ class MisalignedAttention(_MultiHead):
         *,
         key_padding_mask: torch.Tensor | None = None,
         relation: dict | None = None,
+        key_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self._attend(query, conditioning, content, key_padding_mask, None)
+        return self._attend(query, conditioning, content, key_padding_mask, None, key_pos)
 
 
 class CrossAttention(_MultiHead):
@@ -124,8 +129,9 @@ class CrossAttention(_MultiHead):
         *,
         key_padding_mask: torch.Tensor | None = None,
         relation: dict | None = None,
+        key_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self._attend(query, conditioning, conditioning, key_padding_mask, None)
+        return self._attend(query, conditioning, conditioning, key_padding_mask, None, key_pos)
 
 
 class DoubleCrossAttention(nn.Module):
@@ -145,6 +151,7 @@ class DoubleCrossAttention(nn.Module):
         *,
         key_padding_mask: torch.Tensor | None = None,
         relation: dict | None = None,
+        key_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        fused = content + self.fuse(content, conditioning, key_padding_mask=key_padding_mask)
-        return self.read(query, self.norm(fused), key_padding_mask=key_padding_mask)
+        fused = content + self.fuse(content, conditioning, key_padding_mask=key_padding_mask, key_pos=key_pos)
+        return self.read(query, self.norm(fused), key_padding_mask=key_padding_mask, key_pos=key_pos)

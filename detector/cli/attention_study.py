@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..study.experiment import TASKS, StudySettings, run_study
+from ..study.models import BLOCKS
 from .common import command
 
 
@@ -16,16 +17,38 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--blocks", default=",".join((*BLOCKS, "zero-values")), help="zero-values: the floor control")
+    parser.add_argument("--train-size", type=int, default=1000)
+    parser.add_argument(
+        "--value-positions",
+        action="store_true",
+        help="the first version's rule: values carry the key index's position code (any block can read a position)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny settings, for tests (seconds)")
     args = parser.parse_args(argv)
     settings = StudySettings(
-        tasks=tuple(args.tasks.split(",")), seeds=args.seeds, epochs=args.epochs, workers=args.workers
+        tasks=tuple(args.tasks.split(",")),
+        blocks=tuple(args.blocks.split(",")),
+        seeds=args.seeds,
+        epochs=args.epochs,
+        train_size=args.train_size,
+        workers=args.workers,
+        value_positions=args.value_positions,
     )
     trials = 4000
     if args.quick:
         settings = StudySettings(
-            tasks=settings.tasks, seeds=2, epochs=2, train_size=100, test_size=50, layers=2, dim=32, workers=1
+            tasks=settings.tasks,
+            blocks=settings.blocks,
+            seeds=2,
+            epochs=2,
+            train_size=100,
+            test_size=50,
+            layers=2,
+            dim=32,
+            workers=1,
+            value_positions=args.value_positions,
         )
         trials = 200
     report = run_study(settings, args.out, theory_trials=trials)

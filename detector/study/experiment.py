@@ -13,16 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from .models import BLOCKS, SequenceModel
-from .tasks import TaskData, make_task
+from .tasks import TaskData, blind_floor, make_task
 from .theory import run_theory
 
 TASKS = ("sorting-5", "sorting-2", "retrieval")
+# the floor: an IA model whose values are all zero (nothing is read through the block; which block does not
+# matter, their outputs are all the output projection's bias)
+ZERO = "zero-values"
 
 
 @dataclass
 class StudySettings:
     tasks: tuple[str, ...] = TASKS
-    blocks: tuple[str, ...] = BLOCKS
+    blocks: tuple[str, ...] = (*BLOCKS, ZERO)
     seeds: int = 3
     epochs: int = 60
     train_size: int = 1000
@@ -33,6 +36,7 @@ class StudySettings:
     heads: int = 4
     dim: int = 128
     workers: int = 2
+    value_positions: bool = False  # True: the first version's rule (values carry the key index's code)
 
 
 def _loss_and_correct(model: SequenceModel, data: TaskData, index: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -59,7 +63,15 @@ def train_one(task: str, block: str, seed: int, settings: StudySettings) -> dict
     torch.manual_seed(seed)
     train = make_task(task, settings.train_size, seed=10_000 + seed)
     test = make_task(task, settings.test_size, seed=20_000 + seed)
-    model = SequenceModel(block, train.per_token, settings.dim, settings.heads, settings.layers)
+    model = SequenceModel(
+        "indirect" if block == ZERO else block,
+        train.per_token,
+        settings.dim,
+        settings.heads,
+        settings.layers,
+        value_positions=settings.value_positions,
+        zero_values=block == ZERO,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.01)
     steps = settings.epochs * (len(train) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps, pct_start=0.1)
@@ -84,6 +96,7 @@ def train_one(task: str, block: str, seed: int, settings: StudySettings) -> dict
         "curve": curve,
         "final": curve[-1],
         "train_accuracy": accuracy(model, train),
+        "blind_floor": blind_floor(test),
         "seconds": round(time.perf_counter() - start, 1),
     }
     if block == "indirect" and seed == 0:
@@ -112,18 +125,28 @@ def run_study(settings: StudySettings, out_dir: str | Path, theory_trials: int =
     report = {
         "settings": settings.__dict__,
         "summary": summary,
+        "floors": floors(runs),
         "runs": runs,
         "theory": theory,
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
     (out / "results.json").write_text(json.dumps(report))
-    (out / "results.md").write_text(markdown_table(summary, settings) + "\n\n" + theory_table(theory))
+    table = markdown_table(summary, settings, floors(runs))
+    (out / "results.md").write_text(table + "\n\n" + theory_table(theory))
     from .figures import bias_figure, curves_figure, theory_figures
 
-    curves_figure(runs, out / "curves.png")
+    curves_figure(runs, out / "curves.png", floors(runs))
     bias_figure(runs, out / "bias.png")
     theory_figures(theory, out)
     return report
+
+
+def floors(runs: list[dict]) -> dict[str, float]:
+    """Per task, the blind floor (:func:`~detector.study.tasks.blind_floor`) averaged over the seeds' test sets."""
+    by_task: dict[str, dict[int, float]] = {}
+    for run in runs:
+        by_task.setdefault(run["task"], {})[run["seed"]] = run["blind_floor"]
+    return {task: float(np.mean(list(seeds.values()))) for task, seeds in by_task.items()}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -138,10 +161,15 @@ def summarise(runs: list[dict]) -> dict:
     return table
 
 
-NAMES = {"indirect": "Indirect attention", "cross": "Cross-attention", "misaligned": "Misaligned attention"}
+NAMES = {
+    "indirect": "Indirect attention",
+    "cross": "Cross-attention",
+    "misaligned": "Misaligned attention",
+    ZERO: "control: all values zero",
+}
 
 
-def markdown_table(summary: dict, settings: StudySettings) -> str:
+def markdown_table(summary: dict, settings: StudySettings, floor: dict[str, float] | None = None) -> str:
     tasks = list(summary)
     lines = [
         f"Test accuracy (%), mean ± std over {settings.seeds} seeds, {settings.epochs} epochs, "
@@ -154,6 +182,9 @@ def markdown_table(summary: dict, settings: StudySettings) -> str:
     for block in settings.blocks:
         cells = [f"{100 * summary[t][block]['mean']:.1f} ± {100 * summary[t][block]['std']:.1f}" for t in tasks]
         lines.append(f"| {NAMES[block]} | " + " | ".join(cells) + " |")
+    if floor:
+        cells = [f"{100 * floor[t]:.1f}" for t in tasks]
+        lines.append("| blind floor (best guess without x) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

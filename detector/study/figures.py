@@ -13,7 +13,7 @@ import numpy as np
 from .experiment import NAMES
 
 
-def curves_figure(runs: list[dict], path: Path) -> None:
+def curves_figure(runs: list[dict], path: Path, floors: dict[str, float] | None = None) -> None:
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -25,6 +25,8 @@ def curves_figure(runs: list[dict], path: Path) -> None:
             epochs = np.arange(1, curves.shape[1] + 1)
             ax.plot(epochs, mean, label=NAMES[block])
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+        if floors and task in floors:
+            ax.axhline(100 * floors[task], color="k", ls="--", lw=0.8, label="blind floor")
         ax.set_title(task)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
