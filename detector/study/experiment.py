@@ -100,8 +100,11 @@ def train_one(task: str, block: str, seed: int, settings: StudySettings) -> dict
         "seconds": round(time.perf_counter() - start, 1),
     }
     if block == "indirect" and seed == 0:
-        _, biases = model(test.x[:50], test.y[:50], return_biases=True)
-        result["bias"] = [b.mean(0).tolist() for b in biases]  # per layer: (heads, Nq, n)
+        _, trace = model(test.x[:50], test.y[:50], trace=True)
+        result["bias"] = [b.mean(0).tolist() for b in trace["bias"]]  # per layer: (heads, Nq, n)
+        start = trace["reference"][0]
+        # how far the references moved from where they started, per layer (mean |r_i - i|)
+        result["reference_shift"] = [float((r - start).abs().mean()) for r in trace["reference"]]
     return result
 
 
@@ -131,7 +134,7 @@ def run_study(settings: StudySettings, out_dir: str | Path, theory_trials: int =
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
     (out / "results.json").write_text(json.dumps(report))
-    table = markdown_table(summary, settings, floors(runs))
+    table = markdown_table(summary, settings, floors(runs)) + reference_table(runs)
     (out / "results.md").write_text(table + "\n\n" + theory_table(theory))
     from .figures import bias_figure, curves_figure, theory_figures
 
@@ -185,6 +188,25 @@ def markdown_table(summary: dict, settings: StudySettings, floor: dict[str, floa
     if floor:
         cells = [f"{100 * floor[t]:.1f}" for t in tasks]
         lines.append("| blind floor (best guess without x) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reference_table(runs: list[dict]) -> str:
+    """How far IA's reference positions moved from where they started, per layer (seed 0)."""
+    traced = [r for r in runs if "reference_shift" in r]
+    if not traced:
+        return ""
+    layers = len(traced[0]["reference_shift"])
+    lines = [
+        "",
+        "",
+        "Indirect attention, seed 0: mean |r_i - i| of the reference positions each layer's bias was computed from.",
+        "",
+        "| task | " + " | ".join(f"layer {k}" for k in range(layers)) + " |",
+        "|---|" + "---|" * layers,
+    ]
+    for run in traced:
+        lines.append(f"| {run['task']} | " + " | ".join(f"{v:.2f}" for v in run["reference_shift"]) + " |")
     return "\n".join(lines)
 
 

@@ -104,16 +104,20 @@ class SequenceModel(nn.Module):
             key_pos = self.pos_x(positions)[None]
         return xe, ye, self.query_embed(positions)[None] + ye, key_pos
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, return_biases: bool = False):
+    def forward(self, x: torch.Tensor, y: torch.Tensor, trace: bool = False):
+        """``logits``, or ``(logits, trace)`` with ``trace = {"bias": [...], "reference": [...]}``: per layer,
+        IA's relation bias ``(B, heads, Nq, n)`` and the reference positions ``(B, Nq)`` it was computed from
+        (empty lists for the other blocks)."""
         xe, ye, q, key_pos = self.embed(x, y)
         reference = torch.arange(x.shape[1], device=x.device, dtype=q.dtype)[None].expand(x.shape[0], -1)
-        biases = []
+        record: dict[str, list[torch.Tensor]] = {"bias": [], "reference": []}
         for index, layer in enumerate(self.layers):
             relation = {"query_positions": reference, "num_keys": x.shape[1]}
-            if return_biases and self.moves_reference:
-                biases.append(layer.block.bias(**relation).detach())
+            if trace and self.moves_reference:
+                record["bias"].append(layer.block.bias(**relation).detach())
+                record["reference"].append(reference.detach())
             q = layer(q, xe, ye, relation, key_pos)
             if self.refine is not None:
                 reference = reference + self.refine[index](q).squeeze(-1)
         logits = self.head(self.norm(q)).squeeze(-1)
-        return (logits, biases) if return_biases else logits
+        return (logits, record) if trace else logits

@@ -130,4 +130,23 @@ def test_quick_study_writes_table_and_figures(tmp_path):
     )
     for name in ("results.md", "curves.png", "bias.png", "theory.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "| Indirect attention |" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "| Indirect attention |" in text and "| control: all values zero |" in text
+    assert f"| blind floor (best guess without x) | {100 * report['floors']['sorting-5']:.1f} |" in text
+    shift = next(r["reference_shift"] for r in report["runs"] if r["block"] == "indirect" and r["seed"] == 0)
+    assert shift[0] == 0.0 and len(shift) == 2  # the first layer's references are where they start
+
+
+def test_trace_gives_the_bias_each_layer_used_and_its_references():
+    torch.manual_seed(0)
+    model = SequenceModel("indirect", per_token=True, dim=32, heads=4, layers=3)
+    for head in model.refine:  # move the references: a constant shift of 0.5 per layer
+        torch.nn.init.constant_(head.bias, 0.5)
+    data = sorting(2, 5, 0)
+    logits, trace = model(data.x, data.y, trace=True)
+    assert torch.equal(logits, model(data.x, data.y))
+    for layer, (bias, reference) in enumerate(zip(trace["bias"], trace["reference"])):
+        assert torch.allclose(reference, torch.arange(10.0) + 0.5 * layer)
+        block_bias = model.layers[layer].block.bias(query_positions=reference, num_keys=10)
+        assert torch.equal(bias, block_bias) and bias.shape == (2, 4, 10, 10)
+    assert SequenceModel("cross", True, 32, 4, 3)(data.x, data.y, trace=True)[1] == {"bias": [], "reference": []}
