@@ -135,7 +135,7 @@ PLAN: dict[str, tuple[str, list[str], list[str]]] = {
         ["--targets", "2", "--queries", "1", "--plain-sample", "1", *SMALL],
         [],
     ),
-    "python tools/ablation.py --config configs/demo.yaml --seeds 0 1 --out outputs/ablation": (
+    "python tools/ablation.py --config configs/demo.yaml --seeds 0 1 --out outputs/ablation train.max_steps=1200": (
         "run",
         ["--fusions", "indirect", "cross", "--seeds", "0", "--no-progress", *TRAIN],
         ["outputs/ablation/ablation.md", "outputs/ablation/cross_seed0/eval.json"],
