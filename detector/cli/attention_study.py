@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from ..study.experiment import TASKS, StudySettings, run_study
@@ -38,17 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     trials = 4000
     if args.quick:
-        settings = StudySettings(
-            tasks=settings.tasks,
-            blocks=settings.blocks,
-            seeds=2,
-            epochs=2,
-            train_size=100,
-            test_size=50,
-            layers=2,
-            dim=32,
-            workers=1,
-            value_positions=args.value_positions,
+        settings = dataclasses.replace(
+            settings, seeds=2, epochs=2, train_size=100, test_size=50, layers=2, dim=32, workers=1
         )
         trials = 200
     report = run_study(settings, args.out, theory_trials=trials)

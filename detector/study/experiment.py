@@ -124,21 +124,21 @@ def run_study(settings: StudySettings, out_dir: str | Path, theory_trials: int =
     else:
         runs = [train_one(*job) for job in jobs]
     theory = run_theory(trials=theory_trials)
-    summary = summarise(runs)
+    summary, floor = summarise(runs), floors(runs)
     report = {
         "settings": settings.__dict__,
         "summary": summary,
-        "floors": floors(runs),
+        "floors": floor,
         "runs": runs,
         "theory": theory,
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
     (out / "results.json").write_text(json.dumps(report))
-    table = markdown_table(summary, settings, floors(runs)) + reference_table(runs)
+    table = markdown_table(summary, settings, floor) + reference_table(runs)
     (out / "results.md").write_text(table + "\n\n" + theory_table(theory))
     from .figures import bias_figure, curves_figure, theory_figures
 
-    curves_figure(runs, out / "curves.png", floors(runs))
+    curves_figure(runs, out / "curves.png", floor)
     bias_figure(runs, out / "bias.png")
     theory_figures(theory, out)
     return report

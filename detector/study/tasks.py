@@ -56,9 +56,7 @@ def sorting(count: int, orderings: int, seed: int, pool_seed: int = 1234) -> Tas
 def sorted_positions(ranks: torch.Tensor) -> torch.Tensor:
     """``(N, n)`` ranks -> each element's position after a stable sort by rank: ``#{k: r_k < r_i} + #{k < i:
     r_k = r_i}``."""
-    n = ranks.shape[1]
-    keys = ranks * n + torch.arange(n)  # ties broken by the original position
-    return torch.argsort(torch.argsort(keys, dim=1), dim=1)
+    return torch.argsort(torch.argsort(ranks, dim=1, stable=True), dim=1)
 
 
 def retrieval(count: int, seed: int, query_length: int = 3) -> TaskData:
