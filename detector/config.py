@@ -77,6 +77,9 @@ class DataConfig:
     # albumentations ops (0.8 / 0.3 / 0.1 / 0.2)
     query_augment_style: str = "official"
     num_workers: int = 2
+    # >0: training keeps decoded images in memory up to this many MB per loader process (the least recently used
+    # dropped first), so that no image is decoded twice; it lasts the run with num_workers 0, an epoch otherwise
+    cache_mb: int = 0
 
 
 @dataclass
@@ -177,6 +180,8 @@ class TrainConfig:
     pretrain_crop_size: int = 64  # longer side of a crop, pixels
     pretrain_lr: float = 1e-3
     pretrain_max_crops: int = 20_000
+    # stage 2: this share of the episodes queries a training class absent from the target (no positive)
+    absent_fraction: float = 0.0
     # backbone body lr = lr * backbone_lr_scale * layer_decay ** depth-from-the-top; the paper configs use 1.0
     # (the official code has no extra backbone factor), 0.1 is DETR's convention
     backbone_lr_scale: float = 0.1
@@ -306,6 +311,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("data.size_divisor", lambda v: v >= 16 and v % 16 == 0, "a positive multiple of 16 (the feature stride)"),
     ("data.min_query_size", lambda v: v >= 1, "at least 1"),
     ("data.num_workers", lambda v: v >= 0, "0 or more"),
+    ("data.cache_mb", lambda v: v >= 0, "0 (off) or more"),
     ("model.fusion", lambda v: v in ("indirect", "cross", "misaligned"), "one of indirect, cross, misaligned"),
     (
         "model.backbone.name",
@@ -429,6 +435,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         raise ConfigError(f"config key {name} must be true or false, got {value!r}")
     if hint is int and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"config key {name} must be an integer, got {value!r}")
+    if hint is str and isinstance(value, bool):  # YAML 1.1 reads off / on (and no / yes) as booleans
+        value = "on" if value else "off"
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"config key {name} must be a string, got {value!r}")
     return value

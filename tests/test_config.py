@@ -62,6 +62,7 @@ def test_sprites_config_is_the_main_job_with_other_data():
         ("train.max_steps=-1", "train.max_steps must be 0 or more"),
         ("train.max_minutes=-5", "train.max_minutes must be 0"),
         ("train.amp=fp8", "train.amp must be one of auto, off, bf16, fp16"),
+        ("train.amp=on", "train.amp must be one of auto, off, bf16, fp16"),  # YAML's boolean, named as written
         ("eval.repeats=0", "eval.repeats must be at least 1"),
         ("data.test_size=0", "data.test_size must be at least 32"),
         ("model.fusion=other", "model.fusion must be one of indirect, cross, misaligned"),
@@ -73,6 +74,12 @@ def test_sprites_config_is_the_main_job_with_other_data():
 def test_bad_values_fail_when_the_config_loads(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_yaml_boolean_words_stay_words_for_string_keys():
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"  # YAML 1.1 reads off as false
+    with pytest.raises(ConfigError, match="model.match_similarity must be true or false"):
+        load_config(None, ["model.match_similarity=maybe"])
 
 
 def test_coco_split_range_and_an_empty_section_that_keeps_its_base(tmp_path):

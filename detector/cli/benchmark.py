@@ -2,9 +2,14 @@
 
     python tools/benchmark.py --config configs/tiny_synthetic.yaml
     python tools/benchmark.py --config configs/ia_detr_r50.yaml --train-steps 3
+    python tools/benchmark.py --config configs/tiny_synthetic.yaml --train-steps 8 --rounds 5 --against train.amp=off
 
 Weights are random (speed does not depend on them); images are random at the config's test size (target) and
 query size. Peak memory is the process's maximum resident set size (CPU) or CUDA's peak allocation.
+Training is timed on one fixed batch shaped like the loader's (targets at the config's training sizes on one
+padded grid, four boxes each): the model's step only, without loading. ``--against`` times a second setting in
+alternating rounds (the same machine load for both) and reports ``train_speedup``, the config's images/s over
+the other's.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 
 from ..config import load_config
-from ..data.dataset import Sample, collate
+from ..data.dataset import Batch, Sample, collate
 from ..engine.loop import amp_dtype_for, compute_losses
 from ..inference.predictor import Predictor
 from ..models import build
@@ -27,8 +32,78 @@ from ..models.fuse import fuse_batchnorm
 from .common import command
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def _training_batch(config, device: torch.device) -> Batch:
+    """A batch like the training loader's: targets at the config's training sizes (short side cycling through
+    ``data.target_sizes``, 4:3 or 3:4, longer side capped at ``target_max_size``), four boxes each, on one
+    padded grid; random pixels (speed does not depend on them)."""
+    generator = torch.Generator().manual_seed(0)
+    data, samples = config.data, []
+    for i in range(config.train.batch_size):
+        short = data.target_sizes[i % len(data.target_sizes)]
+        long = min(int(short * 4 / 3), data.target_max_size)
+        height, width = (short, long) if i % 2 == 0 else (long, short)
+        boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.4, 0.1, 0.15], [0.5, 0.7, 0.3, 0.2], [0.2, 0.8, 0.1, 0.1]])
+        labels = torch.tensor([1, 1, 2, 3])
+        target = {
+            "boxes": boxes[:2],
+            "all_boxes": boxes,
+            "class_boxes": boxes,
+            "class_labels": labels,
+            "query_label": labels[0],
+        }
+        image = torch.randn(3, height, width, generator=generator)
+        query = torch.randn(3, data.query_size, data.query_size, generator=generator)
+        samples.append(Sample(image, query, target, {"size": (height, width)}))
+    return collate(samples, data.size_divisor).to(device)
+
+
+def _training_step(config, device: torch.device):
+    """One optimizer step of ``config``'s model on a fixed batch, as tools/train.py runs it (autocast included)."""
+    torch.manual_seed(0)
+    model, criterion, _ = build(config, load_weights=False)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch = _training_batch(config, device)
+    amp_dtype = amp_dtype_for(config.train.amp, device)  # as tools/train.py
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            losses = compute_losses(model, criterion, batch, 1.0)
+        optimizer.zero_grad()
+        scaler.scale(losses["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step, str(amp_dtype or torch.float32).removeprefix("torch.")
+
+
+def _time_training(config, args: argparse.Namespace, device: torch.device) -> dict:
+    """Training images/s of the config (and of ``--against``, rounds alternating so that both see the same
+    machine load): the median over ``--rounds`` rounds of ``--train-steps`` steps, after one warm-up step."""
+    settings = {"train": config}
+    if args.against:
+        settings["against"] = load_config(args.config, [*args.overrides, *args.against])
+    steps = {name: _training_step(cfg, device) for name, cfg in settings.items()}
+    rounds: dict[str, list[float]] = {name: [] for name in settings}
+    for step, _ in steps.values():
+        step()  # warm-up
+    for _ in range(args.rounds):
+        for name, (step, _) in steps.items():
+            rounds[name].append(_time(step, args.train_steps, warm_up=False))
+    report = {"train_batch": config.train.batch_size}
+    for name, cfg in settings.items():
+        report[f"{name}_images_per_s"] = round(cfg.train.batch_size / float(np.median(rounds[name])), 2)
+        report[f"{name}_precision"] = steps[name][1]
+    if args.against:
+        report["against"] = args.against
+        report["train_speedup"] = round(report["train_images_per_s"] / report["against_images_per_s"], 2)
+    return report
+
+
+def _time(fn, repeats: int, warm_up: bool = True) -> float:
+    if warm_up:
+        fn()
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
@@ -42,12 +117,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8, help="targets per call for the throughput figure")
-    parser.add_argument("--train-steps", type=int, default=0, help="also time this many training steps")
+    parser.add_argument("--train-steps", type=int, default=0, help="also time this many training steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="training: rounds of --train-steps (median reported)")
+    parser.add_argument(
+        "--against",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="training: also time the config with these overrides (the 'before'), in rounds alternating with the "
+        "config as given, and report the speed-up",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
     torch.manual_seed(0)
-    model, criterion, _ = build(config, load_weights=False)
+    model, _, _ = build(config, load_weights=False)
     predictor = Predictor(fuse_batchnorm(copy.deepcopy(model)), config, args.device)  # as from_checkpoint
     rng = np.random.default_rng(0)
     side = config.data.test_size
@@ -71,32 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     forced_time = _time(forced, max(1, args.repeats // 2))
     report[f"throughput_pairs_per_s_one_call_of_{args.batch}"] = round(args.batch / forced_time, 2)
     if args.train_steps:
-        model.to(predictor.device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        size = config.data.target_max_size
-        box, label = torch.tensor([[0.5, 0.5, 0.2, 0.2]]), torch.tensor([1])
-        target = {"boxes": box, "all_boxes": box, "class_boxes": box, "class_labels": label, "query_label": label[0]}
-        query_side = config.data.query_size
-        sample = Sample(
-            torch.randn(3, size, size), torch.randn(3, query_side, query_side), target, {"size": (size, size)}
-        )
-        batch = collate([sample] * config.train.batch_size).to(predictor.device)
-
-        amp_dtype = amp_dtype_for(config.train.amp, predictor.device)  # as tools/train.py: bf16 or fp16 on CUDA
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-        def train_step() -> None:
-            with torch.autocast(predictor.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                losses = compute_losses(model, criterion, batch, 1.0)
-            optimizer.zero_grad()
-            scaler.scale(losses["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-        seconds = _time(train_step, args.train_steps)
-        report["train_images_per_s"] = round(config.train.batch_size / seconds, 2)
-        report["train_batch"] = config.train.batch_size
-        report["train_precision"] = str(amp_dtype or torch.float32).removeprefix("torch.")
+        report.update(_time_training(config, args, predictor.device))
     if predictor.device.type == "cuda":
         report["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:

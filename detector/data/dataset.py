@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -128,8 +129,10 @@ class EpisodeDataset(Dataset):
         query_transform: QueryTransform,
         seed: int = 0,
         targets: OneShotTargets | SelfQueryTargets | None = None,
+        read: Callable[[str | Path], np.ndarray] = load_image,
     ) -> None:
         self.data, self.episodes = data, episodes
+        self.read = read  # load_image, or an ImageCache
         self.target_transform, self.query_transform = target_transform, query_transform
         self.seed = seed
         self.targets = targets or OneShotTargets()
@@ -147,7 +150,7 @@ class EpisodeDataset(Dataset):
     def load(self, index: int, seed: int) -> Sample:
         episode = self.episodes[index]
         record = self.data.images[episode.image_index]
-        image = load_image(record.path)
+        image = self.read(record.path)
         boxes = self.targets(record, episode)
         # the transform carries row numbers as labels, so that every property of a surviving box follows it
         out = self.target_transform(image, boxes.boxes, np.arange(len(boxes.boxes)), seed)
@@ -155,7 +158,7 @@ class EpisodeDataset(Dataset):
         labels, positive = boxes.labels[rows], boxes.positive[rows]
         objects = boxes.objects[rows] if boxes.objects is not None else None
         h, w = out.image.shape[:2]
-        query = self.query_transform(load_image(episode.query.path), episode.query.box, seed + 1)
+        query = self.query_transform(self.read(episode.query.path), episode.query.box, seed + 1)
         all_boxes = xyxy_to_normalized_cxcywh(out.boxes, w, h)
         known = torch.as_tensor(labels >= 0)
         target = {

@@ -37,10 +37,20 @@ class Episode:
 
 
 class TrainEpisodeSampler:
-    """Seeded, resumable training episodes over the images of ``data`` that hold a class of ``class_ids``."""
+    """Seeded, resumable training episodes over the images of ``data`` that hold a class of ``class_ids``.
 
-    def __init__(self, data: DetectionData, pool: QueryPool, class_ids: set[int], seed: int = 0) -> None:
+    ``absent_fraction``: that share of the episodes (drawn per episode) queries a training class that is not in
+    the target image instead, uniformly among those with exemplars: the episode has no positive, so every
+    detection is a false one and the model learns to look at the query rather than at what it has seen.
+    """
+
+    def __init__(
+        self, data: DetectionData, pool: QueryPool, class_ids: set[int], seed: int = 0, absent_fraction: float = 0.0
+    ) -> None:
+        if not 0.0 <= absent_fraction < 1.0:
+            raise ValueError(f"absent_fraction must be in [0, 1); got {absent_fraction}")
         self.data, self.pool, self.seed = data, pool, seed
+        self.absent_fraction = absent_fraction
         self.class_ids = set(class_ids)
         self.eligible: list[int] = []
         self.present: list[list[int]] = []
@@ -80,6 +90,12 @@ class TrainEpisodeSampler:
         image_index = self.eligible[slot]
         rng = np.random.default_rng([self.seed, epoch, index])
         classes = self.present[slot]
+        if self.absent_fraction and rng.random() < self.absent_fraction:
+            in_image = {int(c) for c in self.data.images[image_index].labels}  # ignored boxes too
+            absent = [c for c in sorted(self.frequency) if c not in in_image]
+            if absent:  # (an image holding every training class has none)
+                category = absent[int(rng.integers(len(absent)))]
+                return Episode(image_index, category, self._draw_query(category, image_index, rng), present=False)
         weights = np.array([1.0 / self.frequency[c] for c in classes])
         category = classes[int(rng.choice(len(classes), p=weights / weights.sum()))]
         return Episode(image_index, category, self._draw_query(category, image_index, rng))

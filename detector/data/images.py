@@ -9,6 +9,7 @@ Anything that cannot be decoded raises :class:`ImageReadError`, which names the 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,42 @@ def load_image(path: str | Path) -> np.ndarray:
             path, f"not a decodable image ({error})", "re-export the file or remove it from the data set"
         ) from error
     return array
+
+
+class ImageCache:
+    """:func:`load_image` that keeps decoded images in memory, up to ``max_mb`` megabytes (the least recently
+    used dropped first), so that an image read again (in the next epoch, or as another episode's query) is not
+    decoded again. Returned arrays are read-only: a transform that wrote into its input would fail loudly here
+    rather than change what the next reader gets. Errors are not cached (a file fixed meanwhile is read)."""
+
+    def __init__(self, max_mb: float) -> None:
+        if max_mb <= 0:
+            raise ValueError(f"an image cache needs a positive size in MB, got {max_mb}")
+        self.max_bytes = int(max_mb * 2**20)
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        key = str(path)
+        image = self._images.get(key)
+        if image is not None:
+            self._images.move_to_end(key)
+            self.hits += 1
+            return image
+        self.misses += 1
+        image = load_image(path)
+        image.flags.writeable = False
+        if image.nbytes <= self.max_bytes:
+            self._images[key] = image
+            self.bytes += image.nbytes
+            while self.bytes > self.max_bytes:
+                _, dropped = self._images.popitem(last=False)
+                self.bytes -= dropped.nbytes
+        return image
+
+    def __len__(self) -> int:
+        return len(self._images)
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:

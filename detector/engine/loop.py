@@ -46,9 +46,13 @@ Hook = Callable[[StepReport], bool | None]
 
 
 def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` on ``device``: None (full precision) off CUDA."""
-    if device.type != "cuda" or amp == "off":
+    """The autocast dtype of ``train.amp`` on ``device``, None for full precision. On CUDA ``auto`` is bf16
+    where supported, else fp16. Off CUDA only an explicit ``bf16`` autocasts (CPU autocast runs convolutions and
+    matrix products in bf16: fast on CPUs with bf16 instructions, slower on others); ``auto`` is full precision."""
+    if amp == "off":
         return None
+    if device.type != "cuda":
+        return torch.bfloat16 if amp == "bf16" else None
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16

@@ -27,6 +27,7 @@ from ..config import Config, save_config
 from ..data.build import SplitData, build_split_data, build_transforms
 from ..data.dataset import EpisodeDataset, OneShotTargets, SelfQueryTargets, SkipUnreadable, collate
 from ..data.episodes import SelfQueryEpisodes, TrainEpisodeSampler
+from ..data.images import ImageCache, load_image
 from ..models import build
 from ..models.ia_detr import IADETR
 from . import distributed
@@ -59,7 +60,7 @@ def build_episode_source(
     if config.train.stage == 1:
         official = config.train.stage1_recipe == "official"
         return SelfQueryEpisodes(data.data, config.train.seed, official), SelfQueryTargets(objects=official)
-    sampler = TrainEpisodeSampler(data.data, data.pool, data.class_ids, config.train.seed)
+    sampler = TrainEpisodeSampler(data.data, data.pool, data.class_ids, config.train.seed, config.train.absent_fraction)
     return sampler, OneShotTargets()
 
 
@@ -223,11 +224,12 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
     ]
     ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     target_tf, query_tf = build_transforms(config.data, train=True)
+    read = ImageCache(config.data.cache_mb) if config.data.cache_mb > 0 else load_image
     train_start, images = time.perf_counter(), 0
     stopped = position.step >= config.train.max_steps
     while not stopped:
         episodes = EpisodeDataset(
-            train_data.data, sampler.epoch(position.epoch), target_tf, query_tf, config.train.seed, targets
+            train_data.data, sampler.epoch(position.epoch), target_tf, query_tf, config.train.seed, targets, read
         )
         loader = DataLoader(
             SkipUnreadable(episodes),

@@ -116,3 +116,18 @@ def test_checker_reports_problems(synthetic_root, tmp_path):
     assert len(problems["degenerate_boxes"]) == 1 and len(problems["boxes_outside_image"]) == 1
     assert len(problems["unknown_category_ids"]) == 1 and "999" in problems["unknown_category_ids"][0]
     assert len(problems["missing_images"]) == 1 and len(problems["unreadable_images"]) == 1
+
+
+def test_cached_images_give_the_same_samples(synthetic_root, tmp_path):
+    from detector.data.images import ImageCache
+
+    plain = _dataset(_linked_root(synthetic_root, tmp_path))
+    cache = ImageCache(max_mb=64)
+    cached = _dataset(_linked_root(synthetic_root, tmp_path / "b"))
+    cached.read = cache
+    for _ in range(2):  # the second pass reads every image from the cache (through read-only arrays)
+        for i in range(6):
+            a, b = plain[i], cached[i]
+            assert torch.equal(a.target_image, b.target_image) and torch.equal(a.query_image, b.query_image)
+            assert all(torch.equal(a.target[k], b.target[k]) for k in a.target)
+    assert cache.misses == len(cache) <= 12 and cache.hits >= 12

@@ -34,6 +34,27 @@ def test_sampler_deterministic_and_never_queries_target_image(synthetic_root):
     assert b.episode(2, 3) == a.episode(2, 3)
 
 
+def test_absent_fraction_queries_training_classes_missing_from_the_target(synthetic_root):
+    train, pool, seen_ids, _ = _train(synthetic_root)
+    plain = TrainEpisodeSampler(train, pool, seen_ids, seed=3)
+    mixed = TrainEpisodeSampler(train, pool, seen_ids, seed=3, absent_fraction=0.3)
+    episodes = [mixed.episode(e, i) for e in range(2) for i in range(len(mixed))]
+    absent = [ep for ep in episodes if not ep.present]
+    # about 30% (binomial over ~2 * len episodes: 0.3 +- 0.05 is many standard deviations wide)
+    assert abs(len(absent) / len(episodes) - 0.3) < 0.05
+    for episode in absent:
+        target = train.images[episode.image_index]
+        assert episode.category_id in seen_ids and episode.category_id in plain.frequency
+        assert episode.category_id not in set(target.labels.tolist())
+        assert episode.query.category_id == episode.category_id
+    # drawn among all the training classes, not a few
+    assert len({ep.category_id for ep in absent}) > len(plain.frequency) / 2
+    # the present episodes keep their rule, and the mix is as deterministic as the plain sampler
+    assert all(ep.category_id in train.images[ep.image_index].classes() for ep in episodes if ep.present)
+    again = TrainEpisodeSampler(train, pool, seen_ids, seed=3, absent_fraction=0.3)
+    assert [again.episode(1, i) for i in range(20)] == [mixed.episode(1, i) for i in range(20)]
+
+
 def test_sampler_visits_every_eligible_image_once_per_epoch(synthetic_root):
     train, pool, seen_ids, _ = _train(synthetic_root)
     sampler = TrainEpisodeSampler(train, pool, seen_ids, seed=0)

@@ -93,3 +93,32 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
     assert MAX_PIXELS < 11_000 * 10_000
     with pytest.raises(ImageReadError, match="110 megapixels, above the 100-megapixel limit"):
         load_image(path)
+
+
+def test_image_cache_keeps_decoded_images_up_to_its_size(tmp_path):
+    from detector.data.images import ImageCache
+
+    paths = []
+    for i in range(3):  # 32 x 32 x 3 = 3,072 bytes each
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((32, 32, 3), i * 40, np.uint8)).save(paths[-1])
+    cache = ImageCache(max_mb=7000 / 2**20)  # room for two of them
+    first = cache(paths[0])
+    np.testing.assert_array_equal(first, load_image(paths[0]))
+    assert cache(paths[0]) is first and (cache.hits, cache.misses) == (1, 1)
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0, 0] = 1  # a transform writing into its input would corrupt the next episode's image
+    cache(paths[1])
+    cache(paths[0])  # paths[0] is now the most recently used, so paths[1] goes first
+    cache(paths[2])
+    assert len(cache) == 2 and cache.bytes == 2 * 3072
+    assert cache(paths[0]) is first and cache.misses == 3
+    cache(paths[1])  # dropped, so decoded again
+    assert cache.misses == 4
+    missing = tmp_path / "late.png"
+    with pytest.raises(ImageReadError, match="does not exist"):
+        cache(missing)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(missing)
+    assert cache(missing).shape == (8, 8, 3)  # the error was not cached
+    with pytest.raises(ValueError, match="positive size"):
+        ImageCache(0)

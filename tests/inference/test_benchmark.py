@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from detector.cli import benchmark
 
@@ -23,11 +24,34 @@ def test_benchmark_reports_speed_and_training_precision():
             "data.target_max_size=128",
         ]
     )
-    assert report["device"] == "cpu" and report["train_precision"] == "float32"  # autocast is CUDA-only
+    assert report["device"] == "cpu" and report["train_precision"] == "float32"  # train.amp auto: fp32 on CPU
     assert report["target"] == [128, 170] and report["train_batch"] == 2
     figures = {"latency_ms_per_pair", "throughput_pairs_per_s_batch2", "throughput_pairs_per_s_one_call_of_2"}
     figures |= {"train_images_per_s", "peak_rss_mb"}
     assert figures <= set(report) and all(isinstance(report[k], float) for k in figures)
+
+
+def test_benchmark_times_training_against_other_overrides():
+    argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "1", "--rounds", "2"]
+    small = ["train.batch_size=2", "data.test_size=96", "data.target_sizes=[96,112]", "data.target_max_size=128"]
+    report = benchmark.main([*argv, *small, "train.amp=bf16", "--against", "train.amp=off"])
+    assert report["train_precision"] == "bfloat16" and report["against_precision"] == "float32"
+    assert report["against"] == ["train.amp=off"]
+    assert report["train_speedup"] == pytest.approx(
+        report["train_images_per_s"] / report["against_images_per_s"], abs=0.01
+    )
+
+
+def test_benchmark_training_batch_is_like_the_loaders():
+    from detector.config import load_config
+
+    config = load_config(CONFIG, ["train.batch_size=4", "data.target_sizes=[96,112]", "data.target_max_size=128"])
+    batch = benchmark._training_batch(config, torch.device("cpu"))
+    # sizes 96 x 128, 128 x 112 (3:4, long side capped), 96 x 128, 128 x 112 -> one 128 x 128 grid
+    assert batch.target_images.shape == (4, 3, 128, 128)
+    assert batch.image_sizes().tolist() == [[96, 128], [128, 112], [96, 128], [128, 112]]
+    assert [int((~m).sum()) for m in batch.target_masks] == [96 * 128, 128 * 112, 96 * 128, 128 * 112]
+    assert all(len(t["boxes"]) == 2 and len(t["all_boxes"]) == 4 for t in batch.targets)
 
 
 def test_attention_benchmark_reports_every_candidate():
