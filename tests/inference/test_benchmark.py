@@ -22,6 +22,7 @@ def test_benchmark_reports_speed_and_training_precision():
             "train.batch_size=2",
             "data.test_size=128",
             "data.target_max_size=128",
+            "train.amp=auto",
         ]
     )
     assert report["device"] == "cpu" and report["train_precision"] == "float32"  # train.amp auto: fp32 on CPU
