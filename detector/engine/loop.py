@@ -58,6 +58,17 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 in Linux's CPU flags); None where
+    that cannot be read (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = {word for line in text.splitlines() if line.startswith("flags") for word in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def compute_losses(
     model: nn.Module, criterion: SetCriterion, batch: Batch, num_boxes: float | None = None
 ) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ from .checkpoint import (
 )
 from .evaluate import evaluate_model
 from .hooks import EveryNSteps, MetricsLog, ProgressHook, TimeLimit
-from .loop import Position, amp_dtype_for, train_one_epoch
+from .loop import Position, amp_dtype_for, cpu_has_native_bf16, train_one_epoch
 from .optim import build_optimizer, build_scheduler, freeze_backbone_body, freeze_step
 from .pretrain import extract_crops, pretrain_backbone
 
@@ -138,6 +138,11 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
     optimizer = build_optimizer(model, model.backbone, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     amp_dtype = amp_dtype_for(config.train.amp, device)
+    if device.type == "cpu" and amp_dtype == torch.bfloat16 and cpu_has_native_bf16() is False and main:
+        logger.warning(
+            "train.amp=bf16 on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16): bf16 is emulated "
+            "there and usually slower than full precision; set train.amp=off"
+        )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     ema = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay))

@@ -295,3 +295,21 @@ def test_a_diverging_run_stops_before_any_checkpoint_holds_non_finite_weights(da
             continue
         for name, tensor in load_checkpoint(path)["model"].items():
             assert torch.isfinite(tensor.float()).all(), f"{path.name}: {name}"
+
+
+def test_autocast_dtype_of_each_amp_setting_and_the_cpu_bf16_check(tmp_path):
+    from detector.engine.loop import amp_dtype_for, cpu_has_native_bf16
+
+    cpu = torch.device("cpu")
+    assert amp_dtype_for("bf16", cpu) == torch.bfloat16  # asked for: CPU autocast
+    assert amp_dtype_for("auto", cpu) is None and amp_dtype_for("off", cpu) is None
+    assert amp_dtype_for("fp16", cpu) is None  # CUDA-only
+    zen4 = tmp_path / "zen4"
+    zen4.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n")
+    old = tmp_path / "old"
+    old.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw\n")
+    sapphire = tmp_path / "sapphire"
+    sapphire.write_text("flags\t\t: avx512f amx_tile amx_bf16\n")
+    assert cpu_has_native_bf16(str(zen4)) is True and cpu_has_native_bf16(str(sapphire)) is True
+    assert cpu_has_native_bf16(str(old)) is False
+    assert cpu_has_native_bf16(str(tmp_path / "absent")) is None
