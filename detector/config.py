@@ -312,6 +312,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("data.min_query_size", lambda v: v >= 1, "at least 1"),
     ("data.num_workers", lambda v: v >= 0, "0 or more"),
     ("data.cache_mb", lambda v: v >= 0, "0 (off) or more"),
+    ("train.absent_fraction", lambda v: 0.0 <= v < 1.0, "at least 0 and below 1"),
     ("model.fusion", lambda v: v in ("indirect", "cross", "misaligned"), "one of indirect, cross, misaligned"),
     (
         "model.backbone.name",

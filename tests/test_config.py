@@ -62,6 +62,8 @@ def test_sprites_config_is_the_main_job_with_other_data():
         ("train.max_steps=-1", "train.max_steps must be 0 or more"),
         ("train.max_minutes=-5", "train.max_minutes must be 0"),
         ("train.amp=fp8", "train.amp must be one of auto, off, bf16, fp16"),
+        ("train.absent_fraction=1", "train.absent_fraction must be at least 0 and below 1"),
+        ("data.cache_mb=-1", "data.cache_mb must be 0"),
         ("train.amp=on", "train.amp must be one of auto, off, bf16, fp16"),  # YAML's boolean, named as written
         ("eval.repeats=0", "eval.repeats must be at least 1"),
         ("data.test_size=0", "data.test_size must be at least 32"),
