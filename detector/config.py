@@ -171,7 +171,8 @@ class TrainConfig:
     device: str = "auto"
     batch_size: int = 2
     max_steps: int = 100_000
-    max_minutes: float = 0.0  # >0 stops (after a checkpoint) when this wall time is reached
+    # >0 stops (after a checkpoint) when the run's wall time reaches this, counted over all its resumes
+    max_minutes: float = 0.0
     lr: float = 2e-4
     # >0: before the first step, pre-train backbone + identity head this many steps to classify the training
     # split's query-pool crops (seen classes only; needs model.identity_classes): for backbones from scratch
@@ -195,6 +196,10 @@ class TrainConfig:
     freeze_backbone_at: float | None = None
     warmup_steps: int = 1000
     lr_drop_at: float = 0.8  # fraction of max_steps after which lr is multiplied by 0.1
+    # with max_minutes > 0: the drop also comes once lr_drop_at of max_minutes has passed, if that is first, so a run
+    # the time cap stops on a slower machine has still annealed (the step it came at is kept in checkpoints); off:
+    # the schedule counts steps only (reproducible step for step)
+    lr_drop_by_time: bool = False
     clip_grad_norm: float = 0.1
     grad_accum: int = 1
     amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only)

@@ -1,7 +1,7 @@
 """Hooks called by :func:`~detector.engine.loop.train_one_epoch` after every optimizer step.
 
 Each is a small callable ``hook(report) -> stop?``: the progress bar and metrics log, periodic checkpoints,
-periodic evaluation, and the wall-time limit.
+periodic evaluation, the run's clock, the wall-time limit and the lr drop by time.
 """
 
 from __future__ import annotations
@@ -75,11 +75,54 @@ class EveryNSteps:
             self.action()
 
 
-class TimeLimit:
-    """Stops the run once ``minutes`` of wall time have passed since ``start`` (0: no limit)."""
+class RunClock:
+    """Keeps ``position.seconds``, the run's wall time: the seconds it had when this process took it up
+    (``position.seconds`` then) plus those since ``start``. Under torchrun every process takes the mean of the
+    processes' clocks, so that the decisions taken on it (stop, drop the lr) come at the same step on all of them.
+    Put it before the hooks that read the clock."""
 
-    def __init__(self, minutes: float, start: float) -> None:
-        self.minutes, self.start = minutes, start
+    def __init__(
+        self,
+        position_seconds: float,
+        start: float,
+        synchronise: Callable[[float], float] | None = None,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.base, self.start, self.synchronise, self.now = position_seconds, start, synchronise, now
+
+    def __call__(self, report: StepReport) -> None:
+        elapsed = self.now() - self.start
+        report.position.seconds = self.base + (self.synchronise(elapsed) if self.synchronise else elapsed)
+
+
+class TimeLimit:
+    """Stops the run once its wall time (``position.seconds``, kept by :class:`RunClock`, over all its resumes)
+    reaches ``minutes`` (0: no limit)."""
+
+    def __init__(self, minutes: float) -> None:
+        self.minutes = minutes
 
     def __call__(self, report: StepReport) -> bool:
-        return bool(self.minutes) and (time.perf_counter() - self.start) / 60 >= self.minutes
+        return bool(self.minutes) and report.position.seconds >= self.minutes * 60
+
+
+class TimeDecay:
+    """Calls ``drop()`` once the run's wall time reaches ``fraction`` of ``minutes`` (``train.lr_drop_by_time``:
+    the lr drop comes at ``lr_drop_at`` of the time cap if that comes before ``lr_drop_at`` of the steps, so a
+    run that the cap stops has still annealed). ``drop()`` returns whether it moved the drop (False once the
+    drop has come, by steps or by time); ``log`` hears about the move."""
+
+    def __init__(
+        self, minutes: float, fraction: float, drop: Callable[[], bool], log: Callable[[str], None] | None = None
+    ) -> None:
+        self.seconds, self.drop, self.log, self.done = minutes * fraction * 60, drop, log, False
+
+    def __call__(self, report: StepReport) -> None:
+        if self.done or not self.seconds or report.position.seconds < self.seconds:
+            return
+        self.done = True
+        if self.drop() and self.log is not None:
+            self.log(
+                f"lr x0.1 from step {report.position.step} (train.lr_drop_by_time): "
+                f"{report.position.seconds / 60:.1f} of the {self.seconds / 60:.1f} minutes passed"
+            )

@@ -25,11 +25,13 @@ from .checkpoint import save_checkpoint
 
 @dataclass
 class Position:
-    """Where training is: optimizer ``step``, ``epoch``, and the next ``batch`` of the epoch."""
+    """Where training is: optimizer ``step``, ``epoch``, the next ``batch`` of the epoch, and the run's wall
+    ``seconds`` so far (over all its processes, when it was interrupted and resumed)."""
 
     step: int = 0
     epoch: int = 0
     batch: int = 0
+    seconds: float = 0.0
 
 
 @dataclass

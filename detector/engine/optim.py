@@ -52,15 +52,38 @@ def build_optimizer(modules: nn.Module, backbone: Backbone, config: TrainConfig)
     return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+class StepSchedule:
+    """The lr factor of step ``step``: a linear warm-up over ``warmup_steps``, then 1, then 0.1 from step ``drop``.
+    A callable object rather than a closure so that LambdaLR keeps ``drop`` in its state dict: a drop brought
+    forward by the clock (``train.lr_drop_by_time``) survives a resume."""
+
+    def __init__(self, warmup_steps: int, drop: int) -> None:
+        self.warmup_steps, self.drop = warmup_steps, drop
+
+    def __call__(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        return warm * (0.1 if step >= self.drop else 1.0)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup_steps``, then constant, then x0.1 from step ``int(lr_drop_at * max_steps)``."""
-    drop = int(config.lr_drop_at * config.max_steps)
+    schedule = StepSchedule(config.warmup_steps, int(config.lr_drop_at * config.max_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
-        return warm * (0.1 if step >= drop else 1.0)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def drop_lr_now(scheduler: torch.optim.lr_scheduler.LambdaLR) -> bool:
+    """Bring the step decay of a :func:`build_scheduler` schedule forward to the coming step (the one the
+    scheduler has just set the lr for) and set that lr. Returns False when the drop had already come."""
+    coming = scheduler.last_epoch
+    schedule = scheduler.lr_lambdas[0]
+    if schedule.drop <= coming:
+        return False
+    for fn in scheduler.lr_lambdas:
+        fn.drop = coming
+    for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * fn(coming)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+    return True
 
 
 def freeze_step(config: TrainConfig) -> int | None:

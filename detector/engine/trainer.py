@@ -44,9 +44,9 @@ from .checkpoint import (
     set_rng_state,
 )
 from .evaluate import evaluate_model
-from .hooks import EveryNSteps, MetricsLog, ProgressHook, TimeLimit
+from .hooks import EveryNSteps, MetricsLog, ProgressHook, RunClock, TimeDecay, TimeLimit
 from .loop import Position, amp_dtype_for, cpu_has_native_bf16, train_one_epoch
-from .optim import build_optimizer, build_scheduler, freeze_backbone_body, freeze_step
+from .optim import build_optimizer, build_scheduler, drop_lr_now, freeze_backbone_body, freeze_step
 from .pretrain import extract_crops, pretrain_backbone
 
 logger = logging.getLogger(__name__)
@@ -208,6 +208,9 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
         desc=f"train {out.name}",
         dynamic_ncols=True,
     )
+    # the clock decides when to stop and (train.lr_drop_by_time) when to drop the lr: under torchrun all processes
+    # must decide alike, so they agree on it every step (one small all-reduce) when a time cap is set
+    clock_sync = partial(distributed.all_reduce_mean, device=device) if config.train.max_minutes and world > 1 else None
     frozen_from = freeze_step(config.train)
     frozen = False
 
@@ -220,12 +223,19 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
                 logger.info("backbone body frozen from step %d (%d parameter tensors)", step, count)
 
     freeze()  # a run resumed after the freeze step (or frozen from step 0)
+    clock = [RunClock(position.seconds, run_start, clock_sync)]
+    if config.train.lr_drop_by_time:
+        log_drop = logger.info if main else None
+        clock.append(
+            TimeDecay(config.train.max_minutes, config.train.lr_drop_at, partial(drop_lr_now, scheduler), log_drop)
+        )
     hooks = [
+        *clock,
         freeze,
         ProgressHook(bar, log, config.train.log_every),
         EveryNSteps(config.train.checkpoint_every, checkpoint),
         EveryNSteps(config.train.eval_every, evaluate_now),
-        TimeLimit(config.train.max_minutes, run_start),
+        TimeLimit(config.train.max_minutes),
     ]
     ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     target_tf, query_tf = build_transforms(config.data, train=True)

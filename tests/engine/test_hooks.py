@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from detector.engine.hooks import RunClock, TimeDecay, TimeLimit
+from detector.engine.loop import Position, StepReport
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _report(position: Position) -> StepReport:
+    return StepReport(position, {"loss": torch.tensor(1.0)}, 1e-4, 1.0)
+
+
+def test_the_clock_adds_this_process_time_to_the_run_time_it_resumed_with():
+    """A run resumed with 120 s behind it, 30 s into this process: 150 s; with a synchronising function the
+    processes' mean elapsed time is what counts (here a stand-in that halves it)."""
+    now, position = FakeClock(), Position(step=5, seconds=120.0)
+    clock = RunClock(position.seconds, start=now(), now=now)
+    now.t += 30
+    clock(_report(position))
+    assert position.seconds == pytest.approx(150.0)
+    RunClock(120.0, start=70.0, synchronise=lambda elapsed: elapsed / 2, now=now)(_report(position))
+    assert position.seconds == pytest.approx(120.0 + (130.0 - 70.0) / 2)
+
+
+def test_the_time_limit_counts_the_run_time_over_its_resumes():
+    limit = TimeLimit(minutes=2)
+    assert not limit(_report(Position(seconds=119.9)))
+    assert limit(_report(Position(seconds=120.0)))
+    assert not TimeLimit(minutes=0)(_report(Position(seconds=1e9)))  # 0: no limit
+
+
+def test_the_lr_drop_by_time_fires_once_at_its_fraction_of_the_cap():
+    """A 10-minute cap and lr_drop_at 0.8: nothing before 480 s, one drop at the first step past it (logged with
+    its step), never again; a drop that had already come by steps is not logged."""
+    calls, logged = [], []
+
+    def drop() -> bool:
+        calls.append(True)
+        return True
+
+    decay = TimeDecay(minutes=10, fraction=0.8, drop=drop, log=logged.append)
+    decay(_report(Position(step=7, seconds=479.0)))
+    assert calls == [] and logged == []
+    decay(_report(Position(step=8, seconds=481.0)))
+    decay(_report(Position(step=9, seconds=900.0)))
+    assert calls == [True] and len(logged) == 1 and "from step 8" in logged[0]
+    quiet = []
+    TimeDecay(10, 0.8, drop=lambda: False, log=quiet.append)(_report(Position(step=9, seconds=500.0)))
+    assert quiet == []
+    TimeDecay(0, 0.8, drop=lambda: pytest.fail("no cap, no drop by time"))(_report(Position(seconds=1e9)))
