@@ -100,44 +100,50 @@ def test_position_bias_mlps_get_no_weight_decay_in_the_paper_configs():
         assert decay_of(optimizer, model.decoder.layers[2].fusion.q_proj.weight) == 0.05
 
 
-def test_scheduler_warmup_then_drop():
+def _ten_step_schedule():
+    """Warm-up over 4 steps, 10 steps, lr x0.1 from step int(0.8 * 10) = 8."""
     config = load_config(
         CONFIGS / "tiny_synthetic.yaml", ["train.warmup_steps=4", "train.max_steps=10", "train.lr_drop_at=0.8"]
     )
     model = build_model(config.model, load_weights=False)
     optimizer = build_optimizer(model, model.backbone, config.train)
-    scheduler = build_scheduler(optimizer, config.train)
-    seen = []
-    for _ in range(10):
-        seen.append(optimizer.param_groups[0]["lr"] / config.train.lr)
-        optimizer.step()
-        scheduler.step()
-    # warm-up (s + 1) / 4 for steps 0..3, then 1, then x0.1 from step int(0.8 * 10) = 8
-    assert seen == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 0.1, 0.1])
+    return config, model, optimizer, build_scheduler(optimizer, config.train)
 
 
-def test_a_drop_brought_forward_sets_the_coming_lr_and_survives_the_state_dict():
-    """``drop_lr_now`` after step 2 of 10 (drop due at 8): the lr of step 3 onwards is x0.1 of the warm-up value;
-    a fresh scheduler loading the state dict keeps the drop at 3; a second call moves nothing."""
-    config = load_config(
-        CONFIGS / "tiny_synthetic.yaml", ["train.warmup_steps=4", "train.max_steps=10", "train.lr_drop_at=0.8"]
-    )
-    model = build_model(config.model, load_weights=False)
-    optimizer = build_optimizer(model, model.backbone, config.train)
-    scheduler = build_scheduler(optimizer, config.train)
+def _lr_factors(config, optimizer, scheduler, after_step=lambda step: None):
+    """The lr factor of each of 10 steps; ``after_step(step)`` runs where the training loop's hooks do."""
     seen = []
     for step in range(10):
         seen.append(optimizer.param_groups[0]["lr"] / config.train.lr)
         optimizer.step()
         scheduler.step()
-        if step == 2:  # the hook runs after the scheduler has set the lr of step 3
+        after_step(step)
+    return seen
+
+
+def test_scheduler_warmup_then_drop():
+    config, _, optimizer, scheduler = _ten_step_schedule()
+    # warm-up (s + 1) / 4 for steps 0..3, then 1, then x0.1 from step int(0.8 * 10) = 8
+    assert _lr_factors(config, optimizer, scheduler) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 0.1, 0.1])
+
+
+def test_a_drop_brought_forward_sets_the_coming_lr_and_survives_the_state_dict():
+    """``drop_lr_now`` after step 2 of 10 (drop due at 8): the lr of step 3 onwards is x0.1 of the warm-up value;
+    a fresh scheduler loading the state dict keeps the drop at 3; a second call moves nothing."""
+    config, model, optimizer, scheduler = _ten_step_schedule()
+    states = []
+
+    def hook(step):
+        if step == 2:  # after the scheduler has set the lr of step 3
             assert drop_lr_now(scheduler) and not drop_lr_now(scheduler)
-            state = scheduler.state_dict()
+            states.append(scheduler.state_dict())
+
+    seen = _lr_factors(config, optimizer, scheduler, hook)
     assert seen == pytest.approx([0.25, 0.5, 0.75, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert [g["lr"] for g in optimizer.param_groups] == scheduler.get_last_lr()
     fresh = build_scheduler(build_optimizer(model, model.backbone, config.train), config.train)
     assert fresh.lr_lambdas[0].drop == 8
-    fresh.load_state_dict(state)
+    fresh.load_state_dict(states[0])
     assert fresh.lr_lambdas[0].drop == 3 and fresh.lr_lambdas[0](3) == pytest.approx(0.1)
 
 
