@@ -202,6 +202,8 @@ def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
             "train.eval_every=0",
             "train.checkpoint_every=1",
             "train.freeze_backbone_at=0.34",  # frozen after step 1: DDP then sees a body with no gradients
+            "train.max_minutes=600",  # a time cap: the processes agree on the clock every step (an all-reduce)
+            "train.lr_drop_by_time=true",
         ),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -216,6 +218,7 @@ def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
         k for k in first if k.startswith("backbone.body.") and not k.rsplit(".", 1)[1].startswith(("running", "num"))
     ]
     assert body and all(torch.equal(first[k], last[k]) for k in body)
+    assert 0 < load_checkpoint(tmp_path / "last.pth")["position"]["seconds"] < 600 * 60
 
 
 @pytest.mark.parametrize("recipe", ["official", "crop_only"])
