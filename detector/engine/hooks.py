@@ -109,11 +109,15 @@ class TimeLimit:
 class TimeDecay:
     """Calls ``drop()`` once the run's wall time reaches ``fraction`` of ``minutes`` (``train.lr_drop_by_time``:
     the lr drop comes at ``lr_drop_at`` of the time cap if that comes before ``lr_drop_at`` of the steps, so a
-    run that the cap stops has still annealed). ``drop()`` returns whether it moved the drop (False once the
-    drop has come, by steps or by time); ``log`` hears about the move."""
+    run that the cap stops has still annealed). ``drop()`` returns the step the drop was moved to, or None when it
+    comes by then anyway; ``log`` hears about a move."""
 
     def __init__(
-        self, minutes: float, fraction: float, drop: Callable[[], bool], log: Callable[[str], None] | None = None
+        self,
+        minutes: float,
+        fraction: float,
+        drop: Callable[[], int | None],
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.seconds, self.drop, self.log, self.done = minutes * fraction * 60, drop, log, False
 
@@ -121,8 +125,9 @@ class TimeDecay:
         if self.done or not self.seconds or report.position.seconds < self.seconds:
             return
         self.done = True
-        if self.drop() and self.log is not None:
+        step = self.drop()
+        if step is not None and self.log is not None:
             self.log(
-                f"lr x0.1 from step {report.position.step} (train.lr_drop_by_time): "
+                f"lr x0.1 from step {step} (train.lr_drop_by_time): "
                 f"{report.position.seconds / 60:.1f} of the {self.seconds / 60:.1f} minutes passed"
             )

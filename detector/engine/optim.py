@@ -71,19 +71,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def drop_lr_now(scheduler: torch.optim.lr_scheduler.LambdaLR) -> bool:
-    """Bring the step decay of a :func:`build_scheduler` schedule forward to the coming step (the one the
-    scheduler has just set the lr for) and set that lr. Returns False when the drop had already come."""
-    coming = scheduler.last_epoch
-    schedule = scheduler.lr_lambdas[0]
-    if schedule.drop <= coming:
-        return False
-    for fn in scheduler.lr_lambdas:
-        fn.drop = coming
-    for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
-        group["lr"] = base * fn(coming)
-    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-    return True
+def drop_lr_from_next_step(scheduler: torch.optim.lr_scheduler.LambdaLR) -> int | None:
+    """Bring the step decay of a :func:`build_scheduler` schedule forward to the step after the coming one (the
+    coming step's lr is already set; the scheduler sets the next as usual). Returns that step, or None when the
+    drop comes by then anyway."""
+    step = scheduler.last_epoch + 1
+    if scheduler.lr_lambdas[0].drop <= step:
+        return None
+    for schedule in scheduler.lr_lambdas:  # one StepSchedule shared by every parameter group
+        schedule.drop = step
+    return step
 
 
 def freeze_step(config: TrainConfig) -> int | None:

@@ -46,7 +46,7 @@ from .checkpoint import (
 from .evaluate import evaluate_model
 from .hooks import EveryNSteps, MetricsLog, ProgressHook, RunClock, TimeDecay, TimeLimit
 from .loop import Position, amp_dtype_for, cpu_has_native_bf16, train_one_epoch
-from .optim import build_optimizer, build_scheduler, drop_lr_now, freeze_backbone_body, freeze_step
+from .optim import build_optimizer, build_scheduler, drop_lr_from_next_step, freeze_backbone_body, freeze_step
 from .pretrain import extract_crops, pretrain_backbone
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,9 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
     if config.train.lr_drop_by_time:
         log_drop = logger.info if main else None
         clock.append(
-            TimeDecay(config.train.max_minutes, config.train.lr_drop_at, partial(drop_lr_now, scheduler), log_drop)
+            TimeDecay(
+                config.train.max_minutes, config.train.lr_drop_at, partial(drop_lr_from_next_step, scheduler), log_drop
+            )
         )
     hooks = [
         *clock,

@@ -38,20 +38,20 @@ def test_the_time_limit_counts_the_run_time_over_its_resumes():
 
 def test_the_lr_drop_by_time_fires_once_at_its_fraction_of_the_cap():
     """A 10-minute cap and lr_drop_at 0.8: nothing before 480 s, one drop at the first step past it (logged with
-    its step), never again; a drop that had already come by steps is not logged."""
+    the step it moved to), never again; a drop that comes by steps anyway is not logged."""
     calls, logged = [], []
 
-    def drop() -> bool:
+    def drop() -> int:
         calls.append(True)
-        return True
+        return 9
 
     decay = TimeDecay(minutes=10, fraction=0.8, drop=drop, log=logged.append)
     decay(_report(Position(step=7, seconds=479.0)))
     assert calls == [] and logged == []
     decay(_report(Position(step=8, seconds=481.0)))
     decay(_report(Position(step=9, seconds=900.0)))
-    assert calls == [True] and len(logged) == 1 and "from step 8" in logged[0]
+    assert calls == [True] and len(logged) == 1 and "from step 9" in logged[0]
     quiet = []
-    TimeDecay(10, 0.8, drop=lambda: False, log=quiet.append)(_report(Position(step=9, seconds=500.0)))
+    TimeDecay(10, 0.8, drop=lambda: None, log=quiet.append)(_report(Position(step=9, seconds=500.0)))
     assert quiet == []
     TimeDecay(0, 0.8, drop=lambda: pytest.fail("no cap, no drop by time"))(_report(Position(seconds=1e9)))

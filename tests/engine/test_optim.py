@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detector.config import load_config
-from detector.engine.optim import build_optimizer, build_scheduler, drop_lr_now, freeze_step
+from detector.engine.optim import build_optimizer, build_scheduler, drop_lr_from_next_step, freeze_step
 from detector.models import build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -128,23 +128,24 @@ def test_scheduler_warmup_then_drop():
 
 
 def test_a_drop_brought_forward_sets_the_coming_lr_and_survives_the_state_dict():
-    """``drop_lr_now`` after step 2 of 10 (drop due at 8): the lr of step 3 onwards is x0.1 of the warm-up value;
-    a fresh scheduler loading the state dict keeps the drop at 3; a second call moves nothing."""
+    """``drop_lr_from_next_step`` after step 2 of 10 (drop due at 8): step 3 keeps the lr the scheduler set for
+    it, step 4 onwards is x0.1; a fresh scheduler loading the state dict keeps the drop at 4; a second call
+    moves nothing."""
     config, model, optimizer, scheduler = _ten_step_schedule()
     states = []
 
     def hook(step):
         if step == 2:  # after the scheduler has set the lr of step 3
-            assert drop_lr_now(scheduler) and not drop_lr_now(scheduler)
+            assert drop_lr_from_next_step(scheduler) == 4 and drop_lr_from_next_step(scheduler) is None
             states.append(scheduler.state_dict())
 
     seen = _lr_factors(config, optimizer, scheduler, hook)
-    assert seen == pytest.approx([0.25, 0.5, 0.75, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert seen == pytest.approx([0.25, 0.5, 0.75, 1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert [g["lr"] for g in optimizer.param_groups] == scheduler.get_last_lr()
     fresh = build_scheduler(build_optimizer(model, model.backbone, config.train), config.train)
     assert fresh.lr_lambdas[0].drop == 8
     fresh.load_state_dict(states[0])
-    assert fresh.lr_lambdas[0].drop == 3 and fresh.lr_lambdas[0](3) == pytest.approx(0.1)
+    assert fresh.lr_lambdas[0].drop == 4 and fresh.lr_lambdas[0](4) == pytest.approx(0.1)
 
 
 def test_freeze_step_is_the_fraction_of_max_steps_or_never():

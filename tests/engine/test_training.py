@@ -119,16 +119,16 @@ def test_the_backbone_body_freezes_at_its_step_and_stays_frozen_after_a_resume(d
 
 
 def test_a_resumed_run_keeps_its_clock_for_the_time_cap_and_the_lr_drop_by_time(data_root, tmp_path):
-    """Six steps with no cap; resumed from step 3 under a cap half the time already spent, with
-    ``train.lr_drop_by_time``: the first step of the resumed run brings the lr drop forward to it (due at step 5
-    by steps) and the cap stops the run there; the final checkpoint holds the moved drop and a clock that went on
-    from the first run's."""
-    steps = ["train.max_steps=6", "train.lr_drop_at=0.9", "train.eval_every=-1", "train.checkpoint_every=1"]
+    """Six steps with no cap (lr drop at step 6, i.e. never); resumed from step 3 under a cap half the time
+    already spent, with ``train.lr_drop_by_time``: the first step of the resumed run moves the drop to step 5 and
+    the cap stops the run there, with a clock that went on from the first run's. Resumed again with no cap,
+    step 5 trains at x0.1: the moved drop came back from the checkpoint."""
+    steps = ["train.max_steps=6", "train.lr_drop_at=1.0", "train.eval_every=-1", "train.checkpoint_every=1"]
     config = load_config(ROOT / "configs/tiny_synthetic.yaml", _overrides(data_root, tmp_path / "a", *steps))
     train(replace(config, train=replace(config.train, keep_checkpoints=6)), progress=False)
     first = load_checkpoint(tmp_path / "a" / "checkpoint_0000003.pth")
     assert first["position"]["step"] == 3 and first["position"]["seconds"] > 0
-    assert first["scheduler"]["lr_lambdas"][0]["drop"] == 5
+    assert first["scheduler"]["lr_lambdas"][0]["drop"] == 6
     cap = first["position"]["seconds"] / 60 / 2
     capped = load_config(
         ROOT / "configs/tiny_synthetic.yaml",
@@ -138,9 +138,15 @@ def test_a_resumed_run_keeps_its_clock_for_the_time_cap_and_the_lr_drop_by_time(
     state = load_checkpoint(tmp_path / "b" / "last.pth")
     assert summary["steps"] == 4 and state["position"]["step"] == 4
     assert state["position"]["seconds"] > first["position"]["seconds"]
-    assert state["scheduler"]["lr_lambdas"][0]["drop"] == 4
-    groups = state["optimizer"]["param_groups"]
-    assert all(g["lr"] == pytest.approx(g["initial_lr"] * 0.1) for g in groups)  # past warm-up (2 steps)
+    assert state["scheduler"]["lr_lambdas"][0]["drop"] == 5
+    on = load_config(ROOT / "configs/tiny_synthetic.yaml", _overrides(data_root, tmp_path / "c", *steps))
+    train(on, resume=str(tmp_path / "b" / "last.pth"), progress=False)
+
+    def lrs(path):  # the lr each group's next step trains at
+        return [(g["lr"], g["initial_lr"]) for g in load_checkpoint(path)["optimizer"]["param_groups"]]
+
+    assert all(lr == pytest.approx(initial) for lr, initial in lrs(tmp_path / "b" / "last.pth"))  # step 4: past warm-up
+    assert all(lr == pytest.approx(initial * 0.1) for lr, initial in lrs(tmp_path / "c" / "checkpoint_0000005.pth"))
 
 
 def test_corrupted_and_foreign_checkpoints_are_refused(data_root, tmp_path):
