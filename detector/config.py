@@ -150,6 +150,10 @@ class LossConfig:
     focal_gamma: float = 2.0
     one2many_weight: float = 1.0
     identity_weight: float = 1.0
+    # >0 (needs model.identity_classes): metric learning between each query embedding and the batch's labelled
+    # target boxes, its class's boxes the positives (supervised InfoNCE at this temperature); names no class
+    query_metric_weight: float = 0.0
+    query_metric_temperature: float = 0.1
     contrastive_weight: float = 2.0
     contrastive_temperature: float = 0.5
     contrastive_dim: int = 0  # >0 (stage 1: 128) adds the contrastive loss on decoder outputs
@@ -353,6 +357,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.padding_features", lambda v: v in ("backbone", "zero"), "one of backbone, zero"),
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
     ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),
+    ("loss.query_metric_weight", lambda v: v >= 0, "0 (off) or more"),
+    ("loss.query_metric_temperature", lambda v: v > 0, "positive"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),
     ("train.stage1_recipe", lambda v: v in ("official", "crop_only"), "one of official, crop_only"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
@@ -394,6 +400,8 @@ def validate(config: Config) -> None:
     if config.model.hidden_dim % config.model.num_heads:
         dim, heads = config.model.hidden_dim, config.model.num_heads
         raise ConfigError(f"model.hidden_dim ({dim}) must be divisible by model.num_heads ({heads})")
+    if config.loss.query_metric_weight and not config.model.identity_classes:
+        raise ConfigError("loss.query_metric_weight > 0 needs the identity head's features: set model.identity_classes")
     if config.data.dataset == "coco" and config.data.split not in (1, 2, 3, 4):
         raise ConfigError(f"data.split must be 1, 2, 3 or 4 for COCO, got {config.data.split}")
 

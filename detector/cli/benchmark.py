@@ -7,9 +7,12 @@
 Weights are random (speed does not depend on them); images are random at the config's test size (target) and
 query size. Peak memory is the process's maximum resident set size (CPU) or CUDA's peak allocation.
 Training is timed on one fixed batch shaped like the loader's (targets at the config's training sizes on one
-padded grid, four boxes each): the model's step only, without loading. ``--against`` times a second setting in
-alternating rounds (the same machine load for both) and reports ``train_speedup``, the config's images/s over
-the other's.
+padded grid, four boxes each): the model's step only, without loading. ``--loading`` times the step on batches
+of the config's own training episodes instead, through the loader tools/train.py builds (the data set must be
+there): reading, augmentation, the image cache and ``data.num_workers`` are then part of the figure, in the steady
+state of a run's later epochs (one pass over the timed batches fills the cache first). ``--against`` times a second
+setting in alternating rounds (the same machine load for both) and reports ``train_speedup``, the config's images/s
+over the other's.
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ import copy
 import json
 import resource
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
-from ..config import load_config
-from ..data.dataset import Batch, Sample, collate
+from ..config import Config, load_config
+from ..data.build import build_split_data, build_transforms
+from ..data.dataset import Batch, EpisodeDataset, Sample, collate
+from ..data.images import ImageCache, load_image
 from ..engine.loop import amp_dtype_for, compute_losses
+from ..engine.trainer import build_episode_source
 from ..inference.predictor import Predictor
 from ..models import build
 from ..models.fuse import fuse_batchnorm
@@ -57,17 +64,54 @@ def _training_batch(config, device: torch.device) -> Batch:
     return collate(samples, data.size_divisor).to(device)
 
 
-def _training_step(config, device: torch.device):
-    """One optimizer step of ``config``'s model on a fixed batch, as tools/train.py runs it (autocast included)."""
+class _CyclingBatches:
+    """A batch sampler that yields the same ``count`` batches of ``size`` consecutive episodes, round after round."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.batches = [list(range(i * size, (i + 1) * size)) for i in range(count)]
+
+    def __iter__(self):
+        while True:
+            yield from self.batches
+
+
+def _loading_batches(config: Config, count: int):
+    """``next()`` gives the next batch of the config's first ``count`` training batches (cycling), loaded as
+    tools/train.py loads them: its episodes, transforms, image cache and loader processes (kept alive)."""
+    data = build_split_data(config.data, "train")
+    sampler, targets = build_episode_source(config, data)
+    target_tf, query_tf = build_transforms(config.data, train=True)
+    read = ImageCache(config.data.cache_mb) if config.data.cache_mb > 0 else load_image
+    episodes = EpisodeDataset(data.data, sampler.epoch(0), target_tf, query_tf, config.train.seed, targets, read)
+    if len(episodes) < count * config.train.batch_size:
+        raise ValueError(
+            f"--loading times {count} batches of {config.train.batch_size} distinct episodes, the data set has "
+            f"{len(episodes)}: lower --train-steps or train.batch_size"
+        )
+    loader = torch.utils.data.DataLoader(
+        episodes,
+        batch_sampler=_CyclingBatches(count, config.train.batch_size),
+        num_workers=config.data.num_workers,
+        persistent_workers=config.data.num_workers > 0,
+        collate_fn=partial(collate, size_divisor=config.data.size_divisor),
+    )
+    return iter(loader)
+
+
+def _training_step(config, device: torch.device, loading: int = 0):
+    """One optimizer step of ``config``'s model, as tools/train.py runs it (autocast included): on a fixed batch,
+    or with ``loading`` on the next of that many batches of real episodes, loaded in the step."""
     torch.manual_seed(0)
     model, criterion, _ = build(config, load_weights=False)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batch = _training_batch(config, device)
+    batches = _loading_batches(config, loading) if loading else None
+    fixed = None if loading else _training_batch(config, device)
     amp_dtype = amp_dtype_for(config.train.amp, device)  # as tools/train.py
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     def step() -> None:
+        batch = fixed if batches is None else next(batches).to(device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             losses = compute_losses(model, criterion, batch, 1.0)
         optimizer.zero_grad()
@@ -80,18 +124,21 @@ def _training_step(config, device: torch.device):
 
 def _time_training(config, args: argparse.Namespace, device: torch.device) -> dict:
     """Training images/s of the config (and of ``--against``, rounds alternating so that both see the same
-    machine load): the median over ``--rounds`` rounds of ``--train-steps`` steps, after one warm-up step."""
+    machine load): the median over ``--rounds`` rounds of ``--train-steps`` steps, after one warm-up step (with
+    ``--loading``, after one warm-up round: every timed batch loaded once, so the image cache holds them)."""
     settings = {"train": config}
     if args.against:
         settings["against"] = load_config(args.config, [*args.overrides, *args.against])
-    steps = {name: _training_step(cfg, device) for name, cfg in settings.items()}
+    loading = args.train_steps if args.loading else 0
+    steps = {name: _training_step(cfg, device, loading) for name, cfg in settings.items()}
     rounds: dict[str, list[float]] = {name: [] for name in settings}
     for step, _ in steps.values():
-        step()  # warm-up
+        for _ in range(max(loading, 1)):
+            step()  # warm-up
     for _ in range(args.rounds):
         for name, (step, _) in steps.items():
             rounds[name].append(_time(step, args.train_steps, warm_up=False))
-    report = {"train_batch": config.train.batch_size}
+    report = {"train_batch": config.train.batch_size, "train_loading": bool(loading)}
     for name, cfg in settings.items():
         report[f"{name}_images_per_s"] = round(cfg.train.batch_size / float(np.median(rounds[name])), 2)
         report[f"{name}_precision"] = steps[name][1]
@@ -119,6 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=8, help="targets per call for the throughput figure")
     parser.add_argument("--train-steps", type=int, default=0, help="also time this many training steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="training: rounds of --train-steps (median reported)")
+    parser.add_argument(
+        "--loading",
+        action="store_true",
+        help="training: time the step on the config's own training episodes, loaded as tools/train.py loads them "
+        "(data.num_workers, data.cache_mb, augmentation), instead of on one fixed batch; needs the data set",
+    )
     parser.add_argument(
         "--against",
         nargs="+",

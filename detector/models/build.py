@@ -119,6 +119,8 @@ def build_criterion(config: Config) -> SetCriterion:
         loss.contrastive_weight,
         loss.contrastive_temperature,
         loss.proposal_targets,
+        loss.query_metric_weight,
+        loss.query_metric_temperature,
     )
 
 

@@ -4,6 +4,10 @@ two-stage proposals, and on the one-to-many queries (hybrid matching, ground tru
 Optional training-only terms, on the outputs of the model's training-only heads (:mod:`.heads`):
 - ``identity``: cross-entropy of the base-class logits of the query embedding, of the decoder outputs
   matched to the query's boxes, and of every labelled target box.
+- ``query_metric``: class-agnostic metric learning on the same features: each query embedding against every
+  labelled box of the batch's targets, the boxes of its class the positives (supervised InfoNCE over cosine
+  similarities). Unlike the identity classifier it names no class, so what it teaches is "like the query",
+  which is what an unseen class needs.
 - ``contrastive`` (stage 1, crop-only recipe): InfoNCE between each episode's first matched object and its query
   embedding.
 - the official stage-1 recipe (:class:`~.heads.StageOneOutput`): a second class ("an object") for every
@@ -40,6 +44,8 @@ class SetCriterion(nn.Module):
         contrastive_weight: float = 2.0,
         contrastive_temperature: float = 0.5,
         proposal_targets: str = "decoder",
+        query_metric_weight: float = 0.0,
+        query_metric_temperature: float = 0.1,
     ) -> None:
         """``proposal_targets``: what the dense two-stage proposals learn to find: ``decoder``, the decoder's
         targets (stage 2: the query class's boxes; the official code), or ``all``, every annotated box
@@ -52,6 +58,7 @@ class SetCriterion(nn.Module):
         self.identity_weight = identity_weight
         self.contrastive_weight, self.temperature = contrastive_weight, contrastive_temperature
         self.proposal_targets = proposal_targets
+        self.query_metric_weight, self.query_metric_temperature = query_metric_weight, query_metric_temperature
 
     def set_loss(
         self,
@@ -156,6 +163,8 @@ class SetCriterion(nn.Module):
         if outputs.identity is not None:
             for name, value in self.identity_losses(outputs, targets, indices).items():
                 losses[f"identity_{name}"] = self.identity_weight * value
+            if self.query_metric_weight:
+                losses["query_metric"] = self.query_metric_weight * self.query_metric_loss(outputs, targets)
         if outputs.contrastive is not None:
             losses["contrastive"] = self.contrastive_weight * self.contrastive_loss(outputs, indices)
         losses["loss"] = sum(losses.values())
@@ -214,6 +223,26 @@ class SetCriterion(nn.Module):
             else:
                 terms["boxes"] = identity.boxes.sum() * 0.0
         return terms
+
+    def query_metric_loss(self, outputs: DetectorOutput, targets: list[dict]) -> torch.Tensor:
+        """Supervised InfoNCE between each episode's query embedding and every labelled box of the batch (target
+        features pooled in the box, as the identity head pools them): ``-mean_p log softmax_j(cos(q, f_j) / t)``
+        over the boxes ``p`` of the query's class, averaged over the episodes that have one. Episodes whose
+        query has no class (stage 1) or whose class has no box in the batch add nothing."""
+        identity = outputs.identity
+        if identity.query_features is None or identity.box_features is None or not len(identity.box_features):
+            return identity.query.sum() * 0.0
+        queries = F.normalize(identity.query_features.float(), dim=-1)
+        boxes = F.normalize(identity.box_features.float(), dim=-1)
+        query_labels = torch.stack([t["query_label"] for t in targets]).to(queries.device)
+        box_labels = torch.cat([t["class_labels"] for t in targets]).to(queries.device)
+        positive = (query_labels[:, None] == box_labels[None]) & (query_labels[:, None] >= 0)
+        rows = positive.any(1)
+        if not bool(rows.any()):
+            return queries.sum() * 0.0
+        log_prob = F.log_softmax(queries[rows] @ boxes.T / self.query_metric_temperature, dim=1)
+        mask = positive[rows].float()
+        return (-(log_prob * mask).sum(1) / mask.sum(1)).mean()
 
     def contrastive_loss(self, outputs: DetectorOutput, indices: list) -> torch.Tensor:
         """InfoNCE between each episode's first matched object projection and its query projection, the other

@@ -53,11 +53,14 @@ class ContentProjection(nn.Sequential):
 class IdentityOutput:
     """Base-class logits ``(.., C)``: ``query (B, C)`` of the pooled query embedding, ``objects (B, Nq, C)`` of
     the final-layer one-to-one decoder outputs, ``boxes (M, C)`` of the target features pooled in the
-    ``class_boxes`` given to the model, in order (image 0's boxes first)."""
+    ``class_boxes`` given to the model, in order (image 0's boxes first). ``query_features (B, d)`` and
+    ``box_features (M, d)``: what the classifier saw for ``query`` and ``boxes`` (the query-box metric loss)."""
 
     query: torch.Tensor
     objects: torch.Tensor
     boxes: torch.Tensor | None = None
+    query_features: torch.Tensor | None = None
+    box_features: torch.Tensor | None = None
 
 
 class IdentityHead(nn.Module):
@@ -76,7 +79,7 @@ class IdentityHead(nn.Module):
     ) -> IdentityOutput:
         """``class_boxes[b] (M_b, 4)``: ``cxcywh`` boxes normalised by target ``b``'s unpadded size; each is
         max-pooled over a 3x3 RoIAlign of ``target_features (B, d, h, w)`` (stride ``self.stride``)."""
-        boxes = None
+        boxes = features = None
         if class_boxes is not None:
             rois = []
             for b, cxcywh in enumerate(class_boxes):
@@ -85,8 +88,10 @@ class IdentityHead(nn.Module):
                 rois.append(torch.cat([xyxy.new_full((len(xyxy), 1), float(b)), xyxy], 1))
             rois = torch.cat(rois)
             pooled = roi_align(target_features.float(), rois, 3, spatial_scale=1.0 / self.stride, aligned=True)
-            boxes = self.classifier(pooled.amax(dim=(2, 3)).to(target_features.dtype))
-        return IdentityOutput(self.classifier(query_embedding), self.classifier(hidden), boxes)
+            features = pooled.amax(dim=(2, 3)).to(target_features.dtype)
+            boxes = self.classifier(features)
+        query = self.classifier(query_embedding)
+        return IdentityOutput(query, self.classifier(hidden), boxes, query_embedding, features)
 
 
 @dataclass

@@ -92,3 +92,52 @@ def test_search_benchmark_reports_both_paths_and_their_ratio():
     plain, indexed = report["2_queries_seconds_plain_vs_index_with_encoding"]
     assert plain == pytest.approx(2 * 6 / report["plain_pairs_per_s"], abs=0.06)
     assert indexed >= report["index_encode_seconds"] - 0.06  # the encoding is counted once, in the total
+
+
+@pytest.fixture(scope="module")
+def small_data(synthetic_root, tmp_path_factory):
+    from small_model import SMALL
+
+    root = tmp_path_factory.mktemp("root")
+    (root / "synthetic").symlink_to(synthetic_root)  # the data root holds the benchmark as "synthetic"
+    return [f"data.root={root}", *SMALL, "train.batch_size=2", "train.pretrain_steps=0"]
+
+
+def test_loading_batches_are_the_training_episodes_cycling(small_data):
+    from detector.config import load_config
+    from detector.data.build import build_split_data, build_transforms
+    from detector.data.dataset import EpisodeDataset
+    from detector.engine.trainer import build_episode_source
+
+    config = load_config(CONFIG, [*small_data, "data.cache_mb=16"])
+    batches = benchmark._loading_batches(config, 2)
+    first, second, third = next(batches), next(batches), next(batches)
+    # built independently, as tools/train.py builds epoch 0's episodes
+    data = build_split_data(config.data, "train")
+    sampler, targets = build_episode_source(config, data)
+    episodes = EpisodeDataset(
+        data.data, sampler.epoch(0), *build_transforms(config.data, True), config.train.seed, targets
+    )
+    expected = [episodes[i] for i in range(4)]
+    assert [m["image_id"] for m in first.meta + second.meta] == [s.meta["image_id"] for s in expected]
+    for got, sample in zip(first.targets + second.targets, expected):
+        assert torch.equal(got["boxes"], sample.target["boxes"])
+    h, w = expected[0].target_image.shape[1:]
+    assert torch.equal(first.target_images[0, :, :h, :w], expected[0].target_image)
+    assert torch.equal(third.target_images, first.target_images)  # two batches, then the first again
+
+
+def test_loading_benchmark_times_loader_settings_against_each_other(small_data):
+    argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "2", "--rounds", "1"]
+    report = benchmark.main([*argv, "--loading", *small_data, "--against", "data.num_workers=1", "data.cache_mb=0"])
+    assert report["train_loading"] is True and report["against"] == ["data.num_workers=1", "data.cache_mb=0"]
+    assert report["train_images_per_s"] > 0 and report["against_images_per_s"] > 0
+    assert report["train_speedup"] == pytest.approx(
+        report["train_images_per_s"] / report["against_images_per_s"], abs=0.01
+    )
+
+
+def test_loading_benchmark_asks_for_fewer_steps_than_the_data_set_has(small_data):
+    argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "1000", "--loading"]
+    with pytest.raises(ValueError, match="lower --train-steps"):
+        benchmark.main([*argv, *small_data])

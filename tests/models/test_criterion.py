@@ -56,6 +56,36 @@ def test_identity_terms_are_cross_entropies_of_the_heads_logits():
         criterion.identity_losses(out, targets, [(torch.tensor([1]), torch.tensor([0]))] * 2)
 
 
+def test_query_metric_is_a_supervised_infonce_over_the_batch_boxes():
+    """Two queries (classes 2 and 7) against three boxes (classes 2, 5, 2), unit features chosen so that every
+    cosine is known: query 0 = e0, query 1 = e1; boxes e0, e1, (e0 + e1) / sqrt 2. Temperature 0.5."""
+    _, criterion, _ = tiny_detector("model.identity_classes=8", "loss.query_metric_weight=3.0")
+    criterion.query_metric_temperature = 0.5
+    e = torch.eye(4)
+    identity = IdentityOutput(
+        query=torch.zeros(2, 8),
+        objects=torch.zeros(2, 4, 8),
+        boxes=torch.zeros(3, 8),
+        query_features=torch.stack([e[0] * 3, e[1]]),  # scale does not matter: cosines
+        box_features=torch.stack([e[0], e[1], (e[0] + e[1]) * 5]),
+    )
+    out = DetectorOutput(torch.zeros(2, 4), torch.rand(2, 4, 4) * 0.2 + 0.4, identity=identity)
+    targets = [
+        {"boxes": torch.zeros(0, 4), "class_labels": torch.tensor([2, 5]), "query_label": torch.tensor(2)},
+        {"boxes": torch.zeros(0, 4), "class_labels": torch.tensor([2]), "query_label": torch.tensor(7)},
+    ]
+    # query 0: cosines (1, 0, 1/sqrt 2) / 0.5; positives boxes 0 and 2. Query 1 (class 7): no box, no term.
+    r = 1 / math.sqrt(2)
+    log_z = math.log(math.exp(2) + math.exp(0) + math.exp(2 * r))
+    expected = -((2 - log_z) + (2 * r - log_z)) / 2
+    assert criterion.query_metric_loss(out, targets).item() == pytest.approx(expected, rel=1e-5)
+    targets[0]["boxes"] = torch.zeros(0, 4)
+    losses = criterion(out, targets)
+    assert losses["query_metric"].item() == pytest.approx(3.0 * expected, rel=1e-5)  # weighted
+    targets[0]["query_label"] = torch.tensor(-1)  # stage 1: no class, nothing to learn
+    assert criterion.query_metric_loss(out, targets).item() == 0.0
+
+
 def test_identity_head_pools_the_box_feature():
     head = IdentityHead(dim=64, num_classes=9, stride=16)
     torch.manual_seed(0)
@@ -65,6 +95,8 @@ def test_identity_head_pools_the_box_feature():
     box = torch.tensor([[40.0 / 128, 56.0 / 128, 48.0 / 128, 48.0 / 128]])  # those 3x3 cells, cxcywh
     out = head(torch.zeros(1, 64), torch.zeros(1, 10, 64), features, [box], torch.tensor([[128, 128]]))
     torch.testing.assert_close(out.boxes, head.classifier(c[None]))
+    torch.testing.assert_close(out.box_features, c[None])  # what the query metric loss compares
+    torch.testing.assert_close(out.query_features, torch.zeros(1, 64))
 
 
 def test_proposals_learn_the_decoders_targets_or_every_box():
