@@ -15,3 +15,13 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, TINY, seed=0, workers=1)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _gradual_underflow_after_each_test():
+    """A test that runs a command as the command line does turns on flush-to-zero for the pytest process (in the
+    main thread: detector.engine.numerics); put IEEE's default back, so no test depends on the order they run in."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)

@@ -5,7 +5,9 @@ A command is written as ``run(argv) -> result`` and decorated with :func:`comman
 - from Python (``main([...])``, as the tests call it): returns ``run``'s result and raises its errors;
 - from the command line (``main()``, as the console scripts and ``tools/*.py`` call it): returns the exit
   status, 0 on success, 1 when ``failed(result)`` says the work itself failed, 2 on a usage or input error,
-  which is printed as one line naming the problem instead of a traceback.
+  which is printed as one line naming the problem instead of a traceback. Before the work starts, subnormal
+  floats are flushed to zero for the process (:mod:`detector.engine.numerics`: 1.19x training on the CPU); a
+  Python caller's process is left as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..config import ConfigError
 from ..data.images import ImageReadError
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointError
+from ..engine.numerics import flush_denormals
 from ..models.backbone import WeightsError
 
 
@@ -45,6 +48,7 @@ def command(
                     return run(argv)
                 finally:
                     distributed.cleanup()
+            flush_denormals()  # before torch starts its worker threads, which inherit the mode
             try:
                 result = run(None)
             except USER_ERRORS as error:
