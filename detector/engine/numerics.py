@@ -7,11 +7,11 @@ CPU-tiny detector's trained attention a quarter of one score-gradient matrix was
 that reads it took 1,020 us instead of 19 us with those entries zero; over a whole training step (trained weights,
 real episodes) flushing them to zero took 26.2 to 31.1 images/s, 1.19x (the README has the commands).
 
-Flushing changes a result only where a value would have been below 1.2e-38, far under anything a detector's
-outputs or losses can resolve. It is the processor's FTZ/DAZ mode, which is **per thread**: a thread started
-afterwards inherits it (POSIX threads take their creator's floating-point environment), a thread already running
-need not take it (measured: set after a first parallel operation, the worker thread went on with gradual
-underflow, and a matrix product reading subnormals stayed 100x slower). torch's OpenMP workers start at the first parallel operation, so
+Flushing changes a result only where a value would have been below 1.2e-38, far under anything a detector's outputs
+or losses can resolve. It is the processor's FTZ/DAZ mode, which is **per thread**: a thread started afterwards
+inherits it (POSIX threads take their creator's floating-point environment), a thread already running need not take
+it (measured: set after a first parallel operation, the worker thread went on with gradual underflow, and a matrix
+product reading subnormals stayed 100x slower). torch's OpenMP workers start at the first parallel operation, so
 :func:`flush_denormals` must run before any torch work: every command (``tools/*.py``) calls it first. In your own
 script, call it right after the imports.
 ``DETECTOR_KEEP_DENORMALS=1`` in the environment turns it off (gradual underflow, IEEE's default).
