@@ -4,8 +4,11 @@
     python tools/benchmark.py --config configs/ia_detr_r50.yaml --train-steps 3
     python tools/benchmark.py --config configs/tiny_synthetic.yaml --train-steps 8 --rounds 5 --against train.amp=off
 
-Weights are random (speed does not depend on them); images are random at the config's test size (target) and
-query size. Peak memory is the process's maximum resident set size (CPU) or CUDA's peak allocation.
+Weights are random, or a trained run's with ``--checkpoint`` (its model config must be the config's): speed can
+depend on them, because trained attention puts many softmax weights and gradients in the subnormal range
+(detector.engine.numerics; ``DETECTOR_KEEP_DENORMALS=1`` measures without the flush). Images are random at the
+config's test size (target) and query size. Peak memory is the process's maximum resident set size (CPU) or
+CUDA's peak allocation.
 Training is timed on one fixed batch shaped like the loader's (targets at the config's training sizes on one
 padded grid, four boxes each): the model's step only, without loading. ``--loading`` times the step on batches
 of the config's own training episodes instead, through the loader tools/train.py builds (the data set must be
@@ -31,6 +34,7 @@ from ..config import Config, load_config
 from ..data.build import build_split_data, build_transforms
 from ..data.dataset import Batch, EpisodeDataset, Sample, collate
 from ..data.images import ImageCache, load_image
+from ..engine.checkpoint import CheckpointError, check_model_config, load_checkpoint, model_weights
 from ..engine.loop import amp_dtype_for, compute_losses
 from ..engine.trainer import build_episode_source
 from ..inference.predictor import Predictor
@@ -98,11 +102,14 @@ def _loading_batches(config: Config, count: int):
     return iter(loader)
 
 
-def _training_step(config, device: torch.device, loading: int = 0):
+def _training_step(config, device: torch.device, loading: int = 0, weights: dict | None = None):
     """One optimizer step of ``config``'s model, as tools/train.py runs it (autocast included): on a fixed batch,
-    or with ``loading`` on the next of that many batches of real episodes, loaded in the step."""
+    or with ``loading`` on the next of that many batches of real episodes, loaded in the step; from ``weights``
+    (a trained model's state dict) when given, else from random weights."""
     torch.manual_seed(0)
     model, criterion, _ = build(config, load_weights=False)
+    if weights is not None:
+        model.load_state_dict(weights)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batches = _loading_batches(config, loading) if loading else None
@@ -122,15 +129,20 @@ def _training_step(config, device: torch.device, loading: int = 0):
     return step, str(amp_dtype or torch.float32).removeprefix("torch.")
 
 
-def _time_training(config, args: argparse.Namespace, device: torch.device) -> dict:
+def _time_training(config, args: argparse.Namespace, device: torch.device, weights: dict | None) -> dict:
     """Training images/s of the config (and of ``--against``, rounds alternating so that both see the same
     machine load): the median over ``--rounds`` rounds of ``--train-steps`` steps, after one warm-up step (with
     ``--loading``, after one warm-up round: every timed batch loaded once, so the image cache holds them)."""
     settings = {"train": config}
     if args.against:
         settings["against"] = load_config(args.config, [*args.overrides, *args.against])
+        if weights is not None and settings["against"].model != config.model:
+            raise ValueError(
+                f"--against {' '.join(args.against)} changes the model, which --checkpoint's weights must fit: "
+                "compare settings outside model.* (train.amp, data.num_workers, ...) or drop --checkpoint"
+            )
     loading = args.train_steps if args.loading else 0
-    steps = {name: _training_step(cfg, device, loading) for name, cfg in settings.items()}
+    steps = {name: _training_step(cfg, device, loading, weights) for name, cfg in settings.items()}
     rounds: dict[str, list[float]] = {name: [] for name in settings}
     for step, _ in steps.values():
         for _ in range(max(loading, 1)):
@@ -157,6 +169,21 @@ def _time(fn, repeats: int, warm_up: bool = True) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _trained_weights(path: str, model: torch.nn.Module, config: Config) -> dict:
+    """The weights of checkpoint ``path``, loaded into ``model``; its model config must be ``config``'s."""
+    state = load_checkpoint(path)
+    check_model_config(state["config"]["model"], config.to_dict()["model"], path)
+    weights = model_weights(state)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit its model config ({str(error).splitlines()[0][:200]}); it was written "
+            "by another version of the code or edited"
+        ) from error
+    return weights
+
+
 @command()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,11 +206,16 @@ def main(argv: list[str] | None = None) -> dict:
         help="training: also time the config with these overrides (the 'before'), in rounds alternating with the "
         "config as given, and report the speed-up",
     )
+    parser.add_argument(
+        "--checkpoint",
+        help="time a trained run's weights instead of random ones (its model config must be the config's)",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
     torch.manual_seed(0)
     model, _, _ = build(config, load_weights=False)
+    weights = _trained_weights(args.checkpoint, model, config) if args.checkpoint else None
     predictor = Predictor(fuse_batchnorm(copy.deepcopy(model)), config, args.device)  # as from_checkpoint
     rng = np.random.default_rng(0)
     side = config.data.test_size
@@ -191,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     query = rng.integers(0, 255, (config.data.query_size, config.data.query_size, 3), dtype=np.uint8)
     report = {
         "config": args.config,
+        "weights": args.checkpoint or "random",
         "device": str(predictor.device),
         "threads": torch.get_num_threads(),
         "target": list(target.shape[:2]),
@@ -207,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     forced_time = _time(forced, max(1, args.repeats // 2))
     report[f"throughput_pairs_per_s_one_call_of_{args.batch}"] = round(args.batch / forced_time, 2)
     if args.train_steps:
-        report.update(_time_training(config, args, predictor.device))
+        report.update(_time_training(config, args, predictor.device, weights))
     if predictor.device.type == "cuda":
         report["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:

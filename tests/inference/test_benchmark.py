@@ -141,3 +141,44 @@ def test_loading_benchmark_asks_for_fewer_steps_than_the_data_set_has(small_data
     argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "1000", "--loading"]
     with pytest.raises(ValueError, match="lower --train-steps"):
         benchmark.main([*argv, *small_data])
+
+
+def _saved_run(tmp_path, config, shift: float):
+    """A checkpoint like a run's: the config's model with every float weight moved by ``shift``."""
+    from detector.engine.checkpoint import save_checkpoint
+    from detector.models import build
+
+    torch.manual_seed(1)
+    model, _, _ = build(config, load_weights=False)
+    weights = {k: v + shift if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    return save_checkpoint({"model": weights, "config": config.to_dict()}, tmp_path / "run.pth"), weights
+
+
+def test_benchmark_times_a_checkpoints_weights(tmp_path, monkeypatch):
+    from detector.config import load_config
+    from detector.engine.checkpoint import CheckpointError
+
+    small = ["train.batch_size=2", "data.test_size=96", "data.target_sizes=[96]", "data.target_max_size=128"]
+    config = load_config(CONFIG, small)
+    path, weights = _saved_run(tmp_path, config, shift=0.01)
+    timed = {}
+    real_step = benchmark._training_step
+
+    def recording_step(cfg, device, loading=0, trained=None):
+        timed["weights"] = trained
+        return real_step(cfg, device, loading, trained)
+
+    monkeypatch.setattr(benchmark, "_training_step", recording_step)
+    argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "1", "--rounds", "1"]
+    report = benchmark.main([*argv, "--checkpoint", str(path), *small, "--against", "train.amp=off"])
+    assert report["weights"] == str(path) and "train_speedup" in report
+    assert timed["weights"] is not None
+    assert all(torch.equal(timed["weights"][k], v) for k, v in weights.items())  # the run's, not random ones
+    model = benchmark.build(config, load_weights=False)[0]
+    assert benchmark._trained_weights(str(path), model, config) is not None
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+    with pytest.raises(ValueError, match="changes the model"):  # other model settings cannot take these weights
+        benchmark.main([*argv, "--checkpoint", str(path), *small, "--against", "model.num_queries=20"])
+    with pytest.raises(CheckpointError, match="another model config"):
+        benchmark.main([*argv, "--checkpoint", str(path), *small, "model.hidden_dim=64"])
