@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.numerics import flush_denormals
 from .models import BLOCKS, SequenceModel
 from .tasks import TaskData, blind_floor, make_task
 from .theory import run_theory
@@ -109,6 +110,7 @@ def train_one(task: str, block: str, seed: int, settings: StudySettings) -> dict
 
 
 def _job(args: tuple[str, str, int, StudySettings]) -> dict:
+    flush_denormals()  # a pool process is not the command's: it starts with gradual underflow
     torch.set_num_threads(1)
     return train_one(*args)
 
