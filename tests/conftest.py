@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from detector.synthetic.benchmark import BenchmarkSize, generate
 
@@ -22,6 +23,4 @@ def _gradual_underflow_after_each_test():
     """A test that runs a command as the command line does turns on flush-to-zero for the pytest process (in the
     main thread: detector.engine.numerics); put IEEE's default back, so no test depends on the order they run in."""
     yield
-    import torch
-
     torch.set_flush_denormal(False)

@@ -34,7 +34,7 @@ from ..config import Config, load_config
 from ..data.build import build_split_data, build_transforms
 from ..data.dataset import Batch, EpisodeDataset, Sample, collate
 from ..data.images import ImageCache, load_image
-from ..engine.checkpoint import CheckpointError, check_model_config, load_checkpoint, model_weights
+from ..engine.checkpoint import fit_weights, trained_weights
 from ..engine.loop import amp_dtype_for, compute_losses
 from ..engine.trainer import build_episode_source
 from ..inference.predictor import Predictor
@@ -102,14 +102,14 @@ def _loading_batches(config: Config, count: int):
     return iter(loader)
 
 
-def _training_step(config, device: torch.device, loading: int = 0, weights: dict | None = None):
+def _training_step(config, device: torch.device, loading: int = 0, weights: dict | None = None, source: str = ""):
     """One optimizer step of ``config``'s model, as tools/train.py runs it (autocast included): on a fixed batch,
     or with ``loading`` on the next of that many batches of real episodes, loaded in the step; from ``weights``
     (a trained model's state dict) when given, else from random weights."""
     torch.manual_seed(0)
     model, criterion, _ = build(config, load_weights=False)
     if weights is not None:
-        model.load_state_dict(weights)
+        fit_weights(model, weights, source)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batches = _loading_batches(config, loading) if loading else None
@@ -142,7 +142,7 @@ def _time_training(config, args: argparse.Namespace, device: torch.device, weigh
                 "compare settings outside model.* (train.amp, data.num_workers, ...) or drop --checkpoint"
             )
     loading = args.train_steps if args.loading else 0
-    steps = {name: _training_step(cfg, device, loading, weights) for name, cfg in settings.items()}
+    steps = {name: _training_step(cfg, device, loading, weights, args.checkpoint) for name, cfg in settings.items()}
     rounds: dict[str, list[float]] = {name: [] for name in settings}
     for step, _ in steps.values():
         for _ in range(max(loading, 1)):
@@ -167,21 +167,6 @@ def _time(fn, repeats: int, warm_up: bool = True) -> float:
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
-
-
-def _trained_weights(path: str, model: torch.nn.Module, config: Config) -> dict:
-    """The weights of checkpoint ``path``, loaded into ``model``; its model config must be ``config``'s."""
-    state = load_checkpoint(path)
-    check_model_config(state["config"]["model"], config.to_dict()["model"], path)
-    weights = model_weights(state)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit its model config ({str(error).splitlines()[0][:200]}); it was written "
-            "by another version of the code or edited"
-        ) from error
-    return weights
 
 
 @command()
@@ -215,7 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
     config = load_config(args.config, args.overrides)
     torch.manual_seed(0)
     model, _, _ = build(config, load_weights=False)
-    weights = _trained_weights(args.checkpoint, model, config) if args.checkpoint else None
+    weights = None
+    if args.checkpoint:  # the run's weights, its training heads included: the training step runs them too
+        weights, _ = trained_weights(args.checkpoint, config)
+        fit_weights(model, weights, args.checkpoint)
     predictor = Predictor(fuse_batchnorm(copy.deepcopy(model)), config, args.device)  # as from_checkpoint
     rng = np.random.default_rng(0)
     side = config.data.test_size

@@ -6,7 +6,7 @@ A command is written as ``run(argv) -> result`` and decorated with :func:`comman
 - from the command line (``main()``, as the console scripts and ``tools/*.py`` call it): returns the exit
   status, 0 on success, 1 when ``failed(result)`` says the work itself failed, 2 on a usage or input error,
   which is printed as one line naming the problem instead of a traceback. Before the work starts, subnormal
-  floats are flushed to zero for the process (:mod:`detector.engine.numerics`: 1.19x training on the CPU); a
+  floats are flushed to zero for the process (:mod:`detector.engine.numerics`: 1.16x training on the CPU); a
   Python caller's process is left as it is.
 """
 

@@ -216,24 +216,34 @@ def model_weights(state: dict) -> dict:
     return state["model"]
 
 
-def load_model(path: str | Path, config: Config | None = None) -> tuple[IADETR, Config]:
-    """The model of checkpoint ``path`` in eval mode, and its config: the checkpoint's own, or ``config``
-    (whose model section must match the checkpoint's; data and eval settings may differ). EMA weights are
-    used when the run kept them. The one way every tool loads a trained model."""
+def trained_weights(path: str | Path, config: Config | None = None) -> tuple[dict, Config]:
+    """The weights to run from checkpoint ``path`` (EMA weights when the run kept them) and the config they go
+    with: the checkpoint's own, or ``config``, whose model section must match the checkpoint's."""
     state = load_checkpoint(path)
-    saved = from_dict(Config, state["config"])
     if config is None:
-        config = saved
+        config = from_dict(Config, state["config"])
     else:
         check_model_config(state["config"]["model"], config.to_dict()["model"], path)
-    model = build_model(config.model, load_weights=False, query_extent=config.data.query_size)
-    weights = {k: v for k, v in model_weights(state).items() if not k.startswith("contrastive_head.")}
+    return model_weights(state), config
+
+
+def fit_weights(model: nn.Module, weights: dict, path: str | Path) -> None:
+    """Load ``weights`` (of checkpoint ``path``) into ``model``, every parameter and buffer, or a clear error."""
     result = model.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"checkpoint {path} does not fit its model config (missing {result.missing_keys[:5]}, unexpected "
             f"{result.unexpected_keys[:5]}); it was written by another version of the code or edited"
         )
+
+
+def load_model(path: str | Path, config: Config | None = None) -> tuple[IADETR, Config]:
+    """The model of checkpoint ``path`` in eval mode, and its config: the checkpoint's own, or ``config``
+    (whose model section must match the checkpoint's; data and eval settings may differ). EMA weights are
+    used when the run kept them. The one way every tool loads a trained model."""
+    weights, config = trained_weights(path, config)
+    model = build_model(config.model, load_weights=False, query_extent=config.data.query_size)
+    fit_weights(model, {k: v for k, v in weights.items() if not k.startswith("contrastive_head.")}, path)
     return model.eval(), config
 
 

@@ -5,7 +5,7 @@ arithmetic that reads or writes one. Attention makes them in numbers: a key whos
 row's best gets a softmax weight (and, in the backward pass, a score gradient) in the subnormal range. In the
 CPU-tiny detector's trained attention a quarter of one score-gradient matrix was subnormal, and the matrix product
 that reads it took 1,020 us instead of 19 us with those entries zero; over a whole training step (trained weights,
-real episodes) flushing them to zero took 26.2 to 31.1 images/s, 1.19x (the README has the commands).
+real episodes, ``tools/benchmark.py --loading --checkpoint``) flushing them took 27.9 to 32.3 images/s, 1.16x.
 
 Flushing changes a result only where a value would have been below 1.2e-38, far under anything a detector's outputs
 or losses can resolve. It is the processor's FTZ/DAZ mode, which is **per thread**: a thread started afterwards

@@ -164,9 +164,9 @@ def test_benchmark_times_a_checkpoints_weights(tmp_path, monkeypatch):
     timed = {}
     real_step = benchmark._training_step
 
-    def recording_step(cfg, device, loading=0, trained=None):
+    def recording_step(cfg, device, loading=0, trained=None, source=""):
         timed["weights"] = trained
-        return real_step(cfg, device, loading, trained)
+        return real_step(cfg, device, loading, trained, source)
 
     monkeypatch.setattr(benchmark, "_training_step", recording_step)
     argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "1", "--rounds", "1"]
@@ -174,9 +174,6 @@ def test_benchmark_times_a_checkpoints_weights(tmp_path, monkeypatch):
     assert report["weights"] == str(path) and "train_speedup" in report
     assert timed["weights"] is not None
     assert all(torch.equal(timed["weights"][k], v) for k, v in weights.items())  # the run's, not random ones
-    model = benchmark.build(config, load_weights=False)[0]
-    assert benchmark._trained_weights(str(path), model, config) is not None
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
 
     with pytest.raises(ValueError, match="changes the model"):  # other model settings cannot take these weights
         benchmark.main([*argv, "--checkpoint", str(path), *small, "--against", "model.num_queries=20"])
