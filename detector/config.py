@@ -401,7 +401,10 @@ def validate(config: Config) -> None:
         dim, heads = config.model.hidden_dim, config.model.num_heads
         raise ConfigError(f"model.hidden_dim ({dim}) must be divisible by model.num_heads ({heads})")
     if config.loss.query_metric_weight and not config.model.identity_classes:
-        raise ConfigError("loss.query_metric_weight > 0 needs the identity head's features: set model.identity_classes")
+        raise ConfigError(
+            "loss.query_metric_weight > 0 needs the identity head's features: set model.identity_classes "
+            "(> the largest category id), or turn the metric loss off with loss.query_metric_weight=0"
+        )
     if config.data.dataset == "coco" and config.data.split not in (1, 2, 3, 4):
         raise ConfigError(f"data.split must be 1, 2, 3 or 4 for COCO, got {config.data.split}")
 

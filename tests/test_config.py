@@ -64,7 +64,7 @@ def test_sprites_config_is_the_main_job_with_other_data():
         ("train.amp=fp8", "train.amp must be one of auto, off, bf16, fp16"),
         ("train.absent_fraction=1", "train.absent_fraction must be at least 0 and below 1"),
         ("data.cache_mb=-1", "data.cache_mb must be 0"),
-        ("loss.query_metric_weight=1", "needs the identity head's features: set model.identity_classes"),
+        ("loss.query_metric_weight=1", "set model.identity_classes .* or .* loss.query_metric_weight=0"),
         ("loss.query_metric_temperature=0", "loss.query_metric_temperature must be positive"),
         ("train.amp=on", "train.amp must be one of auto, off, bf16, fp16"),  # YAML's boolean, named as written
         ("eval.repeats=0", "eval.repeats must be at least 1"),

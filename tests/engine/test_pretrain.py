@@ -75,6 +75,7 @@ def test_pretraining_learns_the_classes_and_touches_only_backbone_and_identity_h
     assert any(k.startswith("backbone.body") for k in changed)
     assert changed and all(k.startswith(("backbone.", "identity_head.")) for k in changed)
     assert any(k.startswith("identity_head.") for k in changed)
-    no_head, _, _ = build(load_config(CONFIGS / "tiny_synthetic.yaml", ["model.identity_classes=0"]))
+    no_head_config = ["model.identity_classes=0", "loss.query_metric_weight=0"]
+    no_head, _, _ = build(load_config(CONFIGS / "tiny_synthetic.yaml", no_head_config))
     with pytest.raises(ValueError, match="model.identity_classes"):
         pretrain_backbone(no_head, crops, 1, 2, 1e-3, torch.device("cpu"), 0, progress=False)

@@ -12,7 +12,7 @@ from detector.models.ia_detr import DetectorOutput
 
 
 def test_criterion_near_zero_on_perfect_predictions():
-    _, criterion, _ = tiny_detector("model.identity_classes=0")
+    _, criterion, _ = tiny_detector("model.identity_classes=0", "loss.query_metric_weight=0")
     gt = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.1, 0.2]])
     boxes = torch.cat([gt, torch.rand(8, 4) * 0.1 + 0.45])[None]
     logits = torch.full((1, 10), -20.0)
@@ -36,7 +36,7 @@ def test_criterion_owns_no_parameters():
 
 
 def test_identity_terms_are_cross_entropies_of_the_heads_logits():
-    _, criterion, _ = tiny_detector("model.identity_classes=0")
+    _, criterion, _ = tiny_detector("model.identity_classes=0", "loss.query_metric_weight=0")
     torch.manual_seed(0)
     identity = IdentityOutput(query=torch.randn(2, 6), objects=torch.randn(2, 4, 6), boxes=torch.randn(3, 6))
     out = DetectorOutput(torch.zeros(2, 4), torch.rand(2, 4, 4) * 0.2 + 0.4, identity=identity)
