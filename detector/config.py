@@ -207,6 +207,9 @@ class TrainConfig:
     clip_grad_norm: float = 0.1
     grad_accum: int = 1
     amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only)
+    # torch.compile the backbone and the decoder layers for the training steps (evaluation stays eager); batches
+    # are then padded to one fixed grid (data.target_max_size square) so that they compile once; torch >= 2.6
+    compile: bool = False
     ema_decay: float = 0.0  # >0 keeps an EMA of the weights, used for evaluation
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3

@@ -18,7 +18,8 @@ SMALL_DATA = [
     "data.min_query_size=8",
     "data.num_workers=0",
 ]
-SMALL = [*SMALL_MODEL, *SMALL_DATA]
+# eager: compiling costs seconds per run (tests/engine/test_compiling.py trains compiled)
+SMALL = [*SMALL_MODEL, *SMALL_DATA, "train.compile=false"]
 
 # every model option at the official IA-DETR code's value (docs/fidelity.md), for tests of the paper configs' model
 # on the small scale above (the CPU-tiny recipe keeps the other value of each)

@@ -80,7 +80,7 @@ def chunked_mlp(mlp: nn.Sequential, x: torch.Tensor, rows: int = CHUNK_ROWS) -> 
     backward pass recomputes it); the result equals ``mlp(x)`` to float rounding. Elsewhere (CUDA, where
     autocast may be on) and when traced for export, it is ``mlp(x)``.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.jit.is_tracing():
+    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return mlp(x)  # (an exported graph keeps the plain layers)
     first, _, last = mlp
     flat = x.reshape(-1, x.shape[-1]).contiguous()

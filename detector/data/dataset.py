@@ -222,11 +222,12 @@ def pad_to_grid(images: list[torch.Tensor], height: int, width: int) -> tuple[to
     return batch, masks
 
 
-def collate(samples: list[Sample], size_divisor: int = 32) -> Batch:
-    """Put targets and queries of a batch on one common grid (see the module docstring)."""
+def collate(samples: list[Sample], size_divisor: int = 32, min_grid: tuple[int, int] = (0, 0)) -> Batch:
+    """Put targets and queries of a batch on one common grid (see the module docstring), at least ``min_grid``
+    ``(H, W)`` pixels: a fixed grid gives every batch the same shape (what a compiled model wants)."""
     shapes = [s.target_image.shape[1:] for s in samples] + [s.query_image.shape[1:] for s in samples]
-    height = math.ceil(max(h for h, _ in shapes) / size_divisor) * size_divisor
-    width = math.ceil(max(w for _, w in shapes) / size_divisor) * size_divisor
+    height = math.ceil(max(max(h for h, _ in shapes), min_grid[0]) / size_divisor) * size_divisor
+    width = math.ceil(max(max(w for _, w in shapes), min_grid[1]) / size_divisor) * size_divisor
     targets, target_masks = pad_to_grid([s.target_image for s in samples], height, width)
     queries, query_masks = pad_to_grid([s.query_image for s in samples], height, width)
     return Batch(targets, target_masks, queries, query_masks, [s.target for s in samples], [s.meta for s in samples])

@@ -43,6 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .compiling import compile_training_parts, eager, training_grid
 from .evaluate import evaluate_model
 from .hooks import EveryNSteps, MetricsLog, ProgressHook, RunClock, TimeDecay, TimeLimit
 from .loop import Position, amp_dtype_for, cpu_has_native_bf16, train_one_epoch
@@ -191,9 +192,10 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
     def evaluate_now() -> dict:
         nonlocal test_data, best
         test_data = test_data or build_split_data(config.data, "test")
-        result = evaluate_model(
-            ema.module if ema is not None else model, postprocessor, config, test_data, device, progress
-        )
+        with eager():  # test images come at other sizes, in eval mode: compiling them costs more than it saves
+            result = evaluate_model(
+                ema.module if ema is not None else model, postprocessor, config, test_data, device, progress
+            )
         if main:
             log({"step": position.step, **{k: v for k, v in result.items() if isinstance(v, float)}})
             if result["unseen_ap50"] > best:
@@ -239,6 +241,12 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
         EveryNSteps(config.train.eval_every, evaluate_now),
         TimeLimit(config.train.max_minutes),
     ]
+    grid = (0, 0)
+    if config.train.compile:
+        compiled = compile_training_parts(model)
+        grid = training_grid(config) if compiled else grid
+        if main and compiled:
+            logger.info("compiled for training: %s; training batches on a %dx%d grid", ", ".join(compiled), *grid)
     ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     target_tf, query_tf = build_transforms(config.data, train=True)
     read = ImageCache(config.data.cache_mb) if config.data.cache_mb > 0 else load_image
@@ -252,7 +260,7 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
             SkipUnreadable(episodes),
             batch_sampler=_batches(len(episodes), config.train.batch_size, world, rank, position.batch),
             num_workers=config.data.num_workers,
-            collate_fn=partial(collate, size_divisor=config.data.size_divisor),
+            collate_fn=partial(collate, size_divisor=config.data.size_divisor, min_grid=grid),
         )
         steps_before = position.step
         stopped = train_one_epoch(

@@ -1,0 +1,121 @@
+"""``train.compile``: the fixed training grid, and compiled training against eager training."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from small_model import SMALL
+
+from detector.config import load_config
+from detector.data.dataset import Sample, collate
+from detector.engine.checkpoint import load_checkpoint
+from detector.engine.compiling import training_grid
+from detector.engine.trainer import train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    *SMALL,
+    "train.batch_size=2",
+    "train.warmup_steps=2",
+    "train.pretrain_steps=0",
+    "train.lr_drop_at=1.0",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+    "eval.repeats=1",
+    "eval.max_images=4",
+    "eval.batch_size=4",
+]
+
+
+def _sample(height, width, query=32):
+    return Sample(torch.ones(3, height, width), torch.ones(3, query, query), {}, {})
+
+
+def test_collate_pads_every_batch_to_at_least_the_fixed_grid():
+    samples = [_sample(50, 70), _sample(60, 40)]
+    plain = collate(samples, 32)
+    assert plain.target_images.shape == (2, 3, 64, 96)  # 60 -> 64, 70 -> 96
+    fixed = collate(samples, 32, min_grid=(128, 128))
+    assert fixed.target_images.shape == fixed.query_images.shape == (2, 3, 128, 128)
+    # the valid pixels are where the images are, everything else is padding, whatever the grid
+    assert (~fixed.target_masks).sum(dim=(1, 2)).tolist() == [50 * 70, 60 * 40]
+    assert (~fixed.query_masks).sum(dim=(1, 2)).tolist() == [32 * 32, 32 * 32]
+    assert torch.equal(fixed.target_images[:, :, :64, :96], plain.target_images)
+    assert fixed.target_images[:, :, 64:].abs().sum() == 0 and fixed.target_images[:, :, :, 96:].abs().sum() == 0
+    # a grid smaller than the batch's images does not crop them
+    assert collate(samples, 32, min_grid=(32, 32)).target_images.shape == (2, 3, 64, 96)
+
+
+def test_training_grid_is_the_longest_training_side_rounded_up_to_the_divisor():
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml")
+    assert (config.data.target_max_size, config.data.size_divisor) == (288, 32)
+    assert training_grid(config) == (288, 288)
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml", ["data.target_max_size=300"])
+    assert training_grid(config) == (320, 320)
+
+
+@pytest.fixture(scope="module")
+def data_root(synthetic_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    (root / "synthetic").symlink_to(synthetic_root)
+    return root
+
+
+def _config(data_root, out, *extra):
+    overrides = [f"data.root={data_root}", f"train.output_dir={out}", *TINY, *extra]
+    return load_config(ROOT / "configs/tiny_synthetic.yaml", overrides)
+
+
+def _losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_compiled_training_matches_eager_is_deterministic_and_resumes(data_root, tmp_path):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = train(_config(data_root, tmp_path / "a", "train.max_steps=4", "train.compile=true"), progress=False)
+    # compiled graphs: the compiler probe, the backbone on the training grid and on the query patches, and one
+    # decoder layer for all layers; the evaluation at the end ran eagerly (its test images and eval mode would
+    # have compiled more)
+    assert compiled["unseen_ap50"] is not None
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 4
+    eager = train(_config(data_root, tmp_path / "e", "train.max_steps=1", "train.eval_every=-1"), progress=False)
+    # the first step's loss (same weights, same batch) agrees to rounding; the checkpoint is the eager model's
+    assert _losses(tmp_path / "a")[0] == pytest.approx(_losses(tmp_path / "e")[0], rel=1e-2)
+    state, eager_state = load_checkpoint(tmp_path / "a/last.pth")["model"], load_checkpoint(tmp_path / "e/last.pth")
+    assert list(state) == list(eager_state["model"])
+    assert eager["steps"] == 1
+
+    again = train(
+        _config(data_root, tmp_path / "b", "train.max_steps=4", "train.compile=true", "train.eval_every=-1"),
+        progress=False,
+    )
+    assert again["parameter_fingerprint"] == compiled["parameter_fingerprint"]
+
+    # resumed from the straight run's step-2 checkpoint, steps 3 and 4 reach the same weights exactly
+    resumed = tmp_path / "r"
+    resumed.mkdir()
+    shutil.copy(tmp_path / "a/checkpoint_0000002.pth", resumed / "checkpoint_0000002.pth")
+    train(_config(data_root, resumed, "train.max_steps=4", "train.compile=true", "train.eval_every=-1"), "auto", False)
+    final = load_checkpoint(resumed / "last.pth")
+    assert final["position"]["step"] == 4
+    for key, value in state.items():
+        torch.testing.assert_close(final["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_without_a_working_compiler_training_warns_and_stays_eager(monkeypatch, caplog):
+    from detector.engine import compiling
+    from detector.models import build
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(compiling.torch, "compile", broken)
+    model = build(load_config(ROOT / "configs/tiny_synthetic.yaml", SMALL))[0]
+    with caplog.at_level("WARNING"):
+        assert compiling.compile_training_parts(model) == []
+    assert "No working C++ compiler found" in caplog.text and "train.compile=false" in caplog.text
+    assert model.backbone._compiled_call_impl is None and model.decoder.layers[0]._compiled_call_impl is None
