@@ -35,6 +35,7 @@ from ..data.build import build_split_data, build_transforms
 from ..data.dataset import Batch, EpisodeDataset, Sample, collate
 from ..data.images import ImageCache, load_image
 from ..engine.checkpoint import fit_weights, trained_weights
+from ..engine.compiling import compile_training_parts, training_grid
 from ..engine.loop import amp_dtype_for, compute_losses
 from ..engine.trainer import build_episode_source
 from ..inference.predictor import Predictor
@@ -43,10 +44,10 @@ from ..models.fuse import fuse_batchnorm
 from .common import command
 
 
-def _training_batch(config, device: torch.device) -> Batch:
+def _training_batch(config, device: torch.device, grid: tuple[int, int] = (0, 0)) -> Batch:
     """A batch like the training loader's: targets at the config's training sizes (short side cycling through
     ``data.target_sizes``, 4:3 or 3:4, longer side capped at ``target_max_size``), four boxes each, on one
-    padded grid; random pixels (speed does not depend on them)."""
+    padded grid (at least ``grid``); random pixels (speed does not depend on them)."""
     generator = torch.Generator().manual_seed(0)
     data, samples = config.data, []
     for i in range(config.train.batch_size):
@@ -65,7 +66,7 @@ def _training_batch(config, device: torch.device) -> Batch:
         image = torch.randn(3, height, width, generator=generator)
         query = torch.randn(3, data.query_size, data.query_size, generator=generator)
         samples.append(Sample(image, query, target, {"size": (height, width)}))
-    return collate(samples, data.size_divisor).to(device)
+    return collate(samples, data.size_divisor, grid).to(device)
 
 
 class _CyclingBatches:
@@ -79,7 +80,7 @@ class _CyclingBatches:
             yield from self.batches
 
 
-def _loading_batches(config: Config, count: int):
+def _loading_batches(config: Config, count: int, grid: tuple[int, int] = (0, 0)):
     """``next()`` gives the next batch of the config's first ``count`` training batches (cycling), loaded as
     tools/train.py loads them: its episodes, transforms, image cache and loader processes (kept alive)."""
     data = build_split_data(config.data, "train")
@@ -97,23 +98,24 @@ def _loading_batches(config: Config, count: int):
         batch_sampler=_CyclingBatches(count, config.train.batch_size),
         num_workers=config.data.num_workers,
         persistent_workers=config.data.num_workers > 0,
-        collate_fn=partial(collate, size_divisor=config.data.size_divisor),
+        collate_fn=partial(collate, size_divisor=config.data.size_divisor, min_grid=grid),
     )
     return iter(loader)
 
 
 def _training_step(config, device: torch.device, loading: int = 0, weights: dict | None = None, source: str = ""):
-    """One optimizer step of ``config``'s model, as tools/train.py runs it (autocast included): on a fixed batch,
-    or with ``loading`` on the next of that many batches of real episodes, loaded in the step; from ``weights``
-    (a trained model's state dict) when given, else from random weights."""
+    """One optimizer step of ``config``'s model, as tools/train.py runs it (autocast and ``train.compile``
+    included): on a fixed batch, or with ``loading`` on the next of that many batches of real episodes, loaded in
+    the step; from ``weights`` (a trained model's state dict) when given, else from random weights."""
     torch.manual_seed(0)
     model, criterion, _ = build(config, load_weights=False)
     if weights is not None:
         fit_weights(model, weights, source)
     model.to(device).train()
+    grid = training_grid(config) if config.train.compile and compile_training_parts(model) else (0, 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batches = _loading_batches(config, loading) if loading else None
-    fixed = None if loading else _training_batch(config, device)
+    batches = _loading_batches(config, loading, grid) if loading else None
+    fixed = None if loading else _training_batch(config, device, grid)
     amp_dtype = amp_dtype_for(config.train.amp, device)  # as tools/train.py
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -132,7 +134,8 @@ def _training_step(config, device: torch.device, loading: int = 0, weights: dict
 def _time_training(config, args: argparse.Namespace, device: torch.device, weights: dict | None) -> dict:
     """Training images/s of the config (and of ``--against``, rounds alternating so that both see the same
     machine load): the median over ``--rounds`` rounds of ``--train-steps`` steps, after one warm-up step (with
-    ``--loading``, after one warm-up round: every timed batch loaded once, so the image cache holds them)."""
+    ``--loading``, after one warm-up round: every timed batch loaded once, so the image cache holds them). The
+    first step's seconds are reported too: with ``train.compile`` they are the compilation's."""
     settings = {"train": config}
     if args.against:
         settings["against"] = load_config(args.config, [*args.overrides, *args.against])
@@ -144,8 +147,10 @@ def _time_training(config, args: argparse.Namespace, device: torch.device, weigh
     loading = args.train_steps if args.loading else 0
     steps = {name: _training_step(cfg, device, loading, weights, args.checkpoint) for name, cfg in settings.items()}
     rounds: dict[str, list[float]] = {name: [] for name in settings}
-    for step, _ in steps.values():
-        for _ in range(max(loading, 1)):
+    first: dict[str, float] = {}
+    for name, (step, _) in steps.items():
+        first[name] = _time(step, 1, warm_up=False)
+        for _ in range(max(loading, 1) - 1):
             step()  # warm-up
     for _ in range(args.rounds):
         for name, (step, _) in steps.items():
@@ -154,6 +159,7 @@ def _time_training(config, args: argparse.Namespace, device: torch.device, weigh
     for name, cfg in settings.items():
         report[f"{name}_images_per_s"] = round(cfg.train.batch_size / float(np.median(rounds[name])), 2)
         report[f"{name}_precision"] = steps[name][1]
+        report[f"{name}_first_step_s"] = round(first[name], 1)
     if args.against:
         report["against"] = args.against
         report["train_speedup"] = round(report["train_images_per_s"] / report["against_images_per_s"], 2)

@@ -38,18 +38,18 @@ def compiler_problem() -> str | None:
 
 def compile_training_parts(model: IADETR) -> list[str]:
     """Compile ``model.backbone`` and each decoder layer in place; returns the compiled modules' names, none
-    (after a warning that names the problem) where torch cannot compile here. Raises RuntimeError naming the fix
-    on a torch older than 2.6 (``torch.compiler.set_stance``, which keeps evaluation eager, came with it)."""
+    (after a warning that names the problem) where torch cannot compile here: torch older than 2.6 (its
+    ``torch.compiler.set_stance`` keeps evaluation eager) or no working compiler."""
     if not hasattr(torch.compiler, "set_stance"):
-        raise RuntimeError(
-            f"train.compile needs torch 2.6 or newer (this is {torch.__version__}): upgrade torch or set "
-            f"train.compile=false"
-        )
-    problem = compiler_problem()
+        problem = f"it needs torch 2.6 or newer, this is {torch.__version__}"
+    else:
+        if not torch.cuda.is_available():  # compiling C++ kernels, torch looks for CUDA and warns that it has none
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        problem = compiler_problem()
     if problem is not None:
         logger.warning(
-            "train.compile: torch.compile does not work here (%s); training eagerly. On the CPU it needs a C++ "
-            "compiler (e.g. apt install g++); set train.compile=false to silence this",
+            "train.compile: torch.compile does not work here (%s); training eagerly. It needs torch 2.6 or newer "
+            "and, on the CPU, a C++ compiler (e.g. apt install g++); set train.compile=false to silence this",
             problem,
         )
         return []

@@ -1,5 +1,6 @@
 """``train.compile``: the fixed training grid, and compiled training against eager training."""
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -119,3 +120,17 @@ def test_without_a_working_compiler_training_warns_and_stays_eager(monkeypatch, 
         assert compiling.compile_training_parts(model) == []
     assert "No working C++ compiler found" in caplog.text and "train.compile=false" in caplog.text
     assert model.backbone._compiled_call_impl is None and model.decoder.layers[0]._compiled_call_impl is None
+
+
+def test_a_torch_without_set_stance_trains_eagerly_with_a_warning(monkeypatch, caplog):
+    from detector.engine import compiling
+    from detector.models import build
+
+    monkeypatch.delattr(compiling.torch.compiler, "set_stance")
+    monkeypatch.setattr(compiling.torch, "__version__", "2.5.1")
+    model = build(load_config(ROOT / "configs/tiny_synthetic.yaml", SMALL))[0]
+    with caplog.at_level("WARNING"):
+        assert compiling.compile_training_parts(model) == []
+    assert "torch 2.6 or newer, this is 2.5.1" in caplog.text
+    assert model.backbone._compiled_call_impl is None
+    assert isinstance(compiling.eager(), contextlib.nullcontext)  # nothing is compiled: nothing to keep eager

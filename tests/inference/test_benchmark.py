@@ -23,6 +23,7 @@ def test_benchmark_reports_speed_and_training_precision():
             "data.test_size=128",
             "data.target_max_size=128",
             "train.amp=auto",
+            "train.compile=false",
         ]
     )
     assert report["device"] == "cpu" and report["train_precision"] == "float32"  # train.amp auto: fp32 on CPU
@@ -35,6 +36,7 @@ def test_benchmark_reports_speed_and_training_precision():
 def test_benchmark_times_training_against_other_overrides():
     argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "1", "--rounds", "2"]
     small = ["train.batch_size=2", "data.test_size=96", "data.target_sizes=[96,112]", "data.target_max_size=128"]
+    small.append("train.compile=false")
     report = benchmark.main([*argv, *small, "train.amp=bf16", "--against", "train.amp=off"])
     assert report["train_precision"] == "bfloat16" and report["against_precision"] == "float32"
     assert report["against"] == ["train.amp=off"]
@@ -159,6 +161,7 @@ def test_benchmark_times_a_checkpoints_weights(tmp_path, monkeypatch):
     from detector.engine.checkpoint import CheckpointError
 
     small = ["train.batch_size=2", "data.test_size=96", "data.target_sizes=[96]", "data.target_max_size=128"]
+    small.append("train.compile=false")
     config = load_config(CONFIG, small)
     path, weights = _saved_run(tmp_path, config, shift=0.01)
     timed = {}
@@ -179,3 +182,25 @@ def test_benchmark_times_a_checkpoints_weights(tmp_path, monkeypatch):
         benchmark.main([*argv, "--checkpoint", str(path), *small, "--against", "model.num_queries=20"])
     with pytest.raises(CheckpointError, match="another model config"):
         benchmark.main([*argv, "--checkpoint", str(path), *small, "model.hidden_dim=64"])
+
+
+def test_benchmark_times_compiled_training_on_the_fixed_grid(small_data, monkeypatch):
+    from detector.data.dataset import collate
+
+    grids = []
+    real_collate = collate
+
+    def recording_collate(samples, size_divisor=32, min_grid=(0, 0)):
+        grids.append(min_grid)
+        return real_collate(samples, size_divisor, min_grid)
+
+    monkeypatch.setattr(benchmark, "collate", recording_collate)
+    argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--train-steps", "1", "--rounds", "1"]
+    report = benchmark.main([*argv, *small_data, "train.compile=true", "--against", "train.compile=false"])
+    # the compiled step's batch is on data.target_max_size's grid (SMALL: 128), the eager one on its own
+    assert grids == [(128, 128), (0, 0)]
+    # the compiled setting's first step is the compilation (seconds), the eager one's a step (a fraction of one)
+    assert report["train_first_step_s"] > report["against_first_step_s"] >= 0
+    assert report["train_speedup"] == pytest.approx(
+        report["train_images_per_s"] / report["against_images_per_s"], abs=0.01
+    )
