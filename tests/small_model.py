@@ -20,6 +20,17 @@ SMALL_DATA = [
 ]
 # eager: compiling costs seconds per run (tests/engine/test_compiling.py trains compiled)
 SMALL = [*SMALL_MODEL, *SMALL_DATA, "train.compile=false"]
+# a run of a few steps on it: batches of 2, no lr drop, every step logged, a 4-image evaluation
+SHORT_RUN = [
+    *SMALL,
+    "train.batch_size=2",
+    "train.warmup_steps=2",
+    "train.lr_drop_at=1.0",
+    "train.log_every=1",
+    "eval.repeats=1",
+    "eval.max_images=4",
+    "eval.batch_size=4",
+]
 
 # every model option at the official IA-DETR code's value (docs/fidelity.md), for tests of the paper configs' model
 # on the small scale above (the CPU-tiny recipe keeps the other value of each)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from small_model import SMALL
+from small_model import SHORT_RUN, SMALL
 
 from detector.config import load_config
 from detector.data.dataset import Sample, collate
@@ -17,18 +17,7 @@ from detector.engine.compiling import training_grid
 from detector.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    *SMALL,
-    "train.batch_size=2",
-    "train.warmup_steps=2",
-    "train.pretrain_steps=0",
-    "train.lr_drop_at=1.0",
-    "train.log_every=1",
-    "train.checkpoint_every=2",
-    "eval.repeats=1",
-    "eval.max_images=4",
-    "eval.batch_size=4",
-]
+TINY = [*SHORT_RUN, "train.pretrain_steps=0", "train.checkpoint_every=2"]
 
 
 def _sample(height, width, query=32):

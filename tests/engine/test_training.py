@@ -9,25 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from small_model import SMALL
+from small_model import SHORT_RUN
 
 from detector.config import ConfigError, load_config
 from detector.engine.checkpoint import CheckpointError, load_checkpoint
 from detector.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    *SMALL,
-    "train.batch_size=2",
-    "train.warmup_steps=2",
-    "train.pretrain_steps=2",
-    "train.pretrain_batch_size=4",
-    "train.lr_drop_at=1.0",
-    "train.log_every=1",
-    "eval.repeats=1",
-    "eval.max_images=4",
-    "eval.batch_size=4",
-]
+TINY = [*SHORT_RUN, "train.pretrain_steps=2", "train.pretrain_batch_size=4"]
 
 
 def _overrides(synthetic_root, out, *extra):
