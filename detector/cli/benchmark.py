@@ -35,7 +35,7 @@ from ..data.build import build_split_data, build_transforms
 from ..data.dataset import Batch, EpisodeDataset, Sample, collate
 from ..data.images import ImageCache, load_image
 from ..engine.checkpoint import fit_weights, trained_weights
-from ..engine.compiling import compile_training_parts, training_grid
+from ..engine.compiling import compile_for_training
 from ..engine.loop import amp_dtype_for, compute_losses
 from ..engine.trainer import build_episode_source
 from ..inference.predictor import Predictor
@@ -112,7 +112,7 @@ def _training_step(config, device: torch.device, loading: int = 0, weights: dict
     if weights is not None:
         fit_weights(model, weights, source)
     model.to(device).train()
-    grid = training_grid(config) if config.train.compile and compile_training_parts(model) else (0, 0)
+    grid = compile_for_training(model, config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batches = _loading_batches(config, loading, grid) if loading else None
     fixed = None if loading else _training_batch(config, device, grid)

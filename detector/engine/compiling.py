@@ -32,7 +32,8 @@ def compiler_problem() -> str | None:
     try:
         torch.compile(lambda x: x * 2 + 1, dynamic=False)(torch.ones(3))
     except Exception as error:  # any failure of the compiler stack
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        lines = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {lines[0] if lines else ''}"
     return None
 
 
@@ -71,3 +72,12 @@ def training_grid(config: Config) -> tuple[int, int]:
     target can have) rounded up to ``data.size_divisor``, square, so that portrait and landscape batches share it."""
     side = math.ceil(config.data.target_max_size / config.data.size_divisor) * config.data.size_divisor
     return side, side
+
+
+def compile_for_training(model: IADETR, config: Config) -> tuple[int, int]:
+    """What ``train.compile`` asks of a run: compile ``model``'s parts (:func:`compile_training_parts`) and return
+    the grid every training batch is padded to (:func:`training_grid`); ``(0, 0)`` (batches keep their own grid)
+    when it is off or nothing could be compiled."""
+    if not config.train.compile or not compile_training_parts(model):
+        return 0, 0
+    return training_grid(config)

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .compiling import compile_training_parts, eager, training_grid
+from .compiling import compile_for_training, eager
 from .evaluate import evaluate_model
 from .hooks import EveryNSteps, MetricsLog, ProgressHook, RunClock, TimeDecay, TimeLimit
 from .loop import Position, amp_dtype_for, cpu_has_native_bf16, train_one_epoch
@@ -241,12 +241,9 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
         EveryNSteps(config.train.eval_every, evaluate_now),
         TimeLimit(config.train.max_minutes),
     ]
-    grid = (0, 0)
-    if config.train.compile:
-        compiled = compile_training_parts(model)
-        grid = training_grid(config) if compiled else grid
-        if main and compiled:
-            logger.info("compiled for training: %s; training batches on a %dx%d grid", ", ".join(compiled), *grid)
+    grid = compile_for_training(model, config)
+    if main and grid != (0, 0):
+        logger.info("train.compile: backbone and decoder layers compiled; training batches on a %dx%d grid", *grid)
     ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     target_tf, query_tf = build_transforms(config.data, train=True)
     read = ImageCache(config.data.cache_mb) if config.data.cache_mb > 0 else load_image

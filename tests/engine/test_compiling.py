@@ -15,6 +15,7 @@ from detector.engine import compiling
 from detector.engine.checkpoint import load_checkpoint
 from detector.engine.compiling import training_grid
 from detector.engine.trainer import train
+from detector.models import build
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [*SHORT_RUN, "train.pretrain_steps=0", "train.checkpoint_every=2"]
@@ -105,22 +106,20 @@ def test_compiled_training_matches_eager_is_deterministic_and_resumes(compiler, 
 
 
 def test_without_a_working_compiler_training_warns_and_stays_eager(monkeypatch, caplog):
-    from detector.models import build
-
     def broken(*args, **kwargs):
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
 
     monkeypatch.setattr(compiling.torch, "compile", broken)
-    model = build(load_config(ROOT / "configs/tiny_synthetic.yaml", SMALL))[0]
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml", [*SMALL, "train.compile=true"])
+    model = build(config)[0]
     with caplog.at_level("WARNING"):
         assert compiling.compile_training_parts(model) == []
+        assert compiling.compile_for_training(model, config) == (0, 0)  # batches then keep their own grid
     assert "No working C++ compiler found" in caplog.text and "train.compile=false" in caplog.text
     assert model.backbone._compiled_call_impl is None and model.decoder.layers[0]._compiled_call_impl is None
 
 
 def test_a_torch_without_set_stance_trains_eagerly_with_a_warning(monkeypatch, caplog):
-    from detector.models import build
-
     monkeypatch.delattr(compiling.torch.compiler, "set_stance")
     monkeypatch.setattr(compiling.torch, "__version__", "2.5.1")
     model = build(load_config(ROOT / "configs/tiny_synthetic.yaml", SMALL))[0]
