@@ -50,6 +50,18 @@ def test_sprites_config_is_the_main_job_with_other_data():
     assert sprites["data"]["unseen_classes"] == [f"sprite {i:02d}" for i in range(1, 37) if i % 4 == 1]
 
 
+def test_tiny_stage1_config_trains_the_long_configs_model():
+    """configs/tiny_synthetic_stage1.yaml is stage 1 of the long config: the same model (its checkpoint starts
+    stage 2 through train.init_from), the official stage-1 losses, its own output folder."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    stage1, long = load_config(root / "tiny_synthetic_stage1.yaml"), load_config(root / "tiny_synthetic_long.yaml")
+    assert stage1.model == long.model
+    assert (stage1.train.stage, stage1.train.stage1_recipe, long.train.stage) == (1, "official", 2)
+    assert (stage1.loss.contrastive_dim, stage1.loss.contrastive_weight) == (128, 2.0)
+    assert long.loss.contrastive_dim == 0  # the contrastive head is stage 1's alone
+    assert stage1.train.output_dir != long.train.output_dir
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -87,6 +87,18 @@ PLAN: dict[str, tuple[str, list[str], list[str]]] = {
     "python tools/train.py --config configs/coco/stage1.yaml data.split=2 "
     "train.output_dir=outputs/coco/stage1_split2": ("dry", [], []),
     "python tools/train.py --config configs/coco/split2.yaml": ("dry", [], []),
+    # the tiny model's two stages: stage 2 must start from stage 1's checkpoint (no pre-training appended)
+    "python tools/train.py --config configs/tiny_synthetic_stage1.yaml": (
+        "run",
+        TRAIN,
+        ["outputs/tiny_stage1/last.pth"],
+    ),
+    "python tools/train.py --config configs/tiny_synthetic_long.yaml train.init_from=outputs/tiny_stage1/last.pth "
+    "train.pretrain_steps=0": (
+        "run",
+        [*SMALL, "train.max_steps=2", "train.batch_size=2", "train.eval_every=-1", *FEW],
+        ["outputs/tiny_long/last.pth"],
+    ),
     "torchrun --nproc_per_node 8 tools/train.py --config configs/ia_detr_r50.yaml": ("dry", [], []),
     "torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr 10.0.0.1 --master_port 29500 "
     "tools/train.py --config configs/ia_detr_r50.yaml": ("dry", [], []),
