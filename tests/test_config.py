@@ -57,7 +57,12 @@ def test_tiny_stage1_config_trains_the_long_configs_model():
     stage1, long = load_config(root / "tiny_synthetic_stage1.yaml"), load_config(root / "tiny_synthetic_long.yaml")
     assert stage1.model == long.model
     assert (stage1.train.stage, stage1.train.stage1_recipe, long.train.stage) == (1, "official", 2)
-    assert (stage1.loss.contrastive_dim, stage1.loss.contrastive_weight) == (128, 2.0)
+    # the paper's stage-1 contrastive loss (SPEC: 128-d projection, weight 2, temperature 0.5)
+    assert (stage1.loss.contrastive_dim, stage1.loss.contrastive_weight, stage1.loss.contrastive_temperature) == (
+        128,
+        2.0,
+        0.5,
+    )
     assert long.loss.contrastive_dim == 0  # the contrastive head is stage 1's alone
     assert stage1.train.output_dir != long.train.output_dir
 
