@@ -167,11 +167,16 @@ def _time_training(config, args: argparse.Namespace, device: torch.device, weigh
 
 
 def _time(fn, repeats: int, warm_up: bool = True) -> float:
+    """Seconds per call of ``fn``; on CUDA the clock stops only once the GPU has run everything queued (a
+    training step returns before its optimizer's kernels have run)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     if warm_up:
         fn()
+    sync()
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
+    sync()
     return (time.perf_counter() - start) / repeats
 
 
