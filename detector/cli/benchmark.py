@@ -15,7 +15,10 @@ of the config's own training episodes instead, through the loader tools/train.py
 there): reading, augmentation, the image cache and ``data.num_workers`` are then part of the figure, in the steady
 state of a run's later epochs (one pass over the timed batches fills the cache first). ``--against`` times a second
 setting in alternating rounds (the same machine load for both) and reports ``train_speedup``, the config's images/s
-over the other's.
+over the other's. ``--profile DIR`` then runs ``--train-steps`` more steps of the config under torch's profiler and
+writes the trace (``trace.json``, for Perfetto or chrome://tracing) and the operator tables (``ops.txt``) there; it
+reports the operators per step and, on CUDA, the kernels per step and the GPU's busy time against the step's: a
+step that keeps the GPU busy a small part of its time is bound by the host (Python, dispatch, kernel launches).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import resource
 import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -163,6 +167,45 @@ def _time_training(config, args: argparse.Namespace, device: torch.device, weigh
     if args.against:
         report["against"] = args.against
         report["train_speedup"] = round(report["train_images_per_s"] / report["against_images_per_s"], 2)
+    if args.profile:
+        step_ms = 1000 * config.train.batch_size / report["train_images_per_s"]
+        report.update(_profile(steps["train"][0], args.train_steps, device, Path(args.profile), step_ms))
+    return report
+
+
+def _profile(step, repeats: int, device: torch.device, out: Path, step_ms: float) -> dict:
+    """``repeats`` calls of the training ``step`` under torch.profiler: the trace and the operator tables written
+    to ``out``; per step, the operators run (nested ones included) and, on CUDA, the kernels launched and the GPU
+    time they took (copies and fills included), also as a share of ``step_ms``, the step's time without the
+    profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as profiler:
+        _time(step, repeats, warm_up=False)
+    out.mkdir(parents=True, exist_ok=True)
+    trace = out / "trace.json"
+    profiler.export_chrome_trace(str(trace))
+    averages = profiler.key_averages()
+    tables = [averages.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=70)]
+    if cuda:
+        tables.append(averages.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70))
+    (out / "ops.txt").write_text("\n\n".join(tables) + "\n")
+    events = json.loads(trace.read_text())["traceEvents"]
+    count: dict[str, int] = {}
+    micros: dict[str, float] = {}
+    for event in events:
+        if event.get("ph") == "X":
+            kind = event.get("cat", "")
+            count[kind] = count.get(kind, 0) + 1
+            micros[kind] = micros.get(kind, 0.0) + float(event.get("dur", 0))
+    report = {"profile_dir": str(out), "profile_ops_per_step": round(count.get("cpu_op", 0) / repeats)}
+    if cuda:
+        gpu_ms = sum(micros.get(kind, 0.0) for kind in ("kernel", "gpu_memcpy", "gpu_memset")) / 1000 / repeats
+        report["profile_kernels_per_step"] = round(count.get("kernel", 0) / repeats)
+        report["profile_gpu_ms_per_step"] = round(gpu_ms, 1)
+        report["profile_gpu_busy_share"] = round(gpu_ms / step_ms, 3)
     return report
 
 
@@ -206,8 +249,16 @@ def main(argv: list[str] | None = None) -> dict:
         "--checkpoint",
         help="time a trained run's weights instead of random ones (its model config must be the config's)",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="training: also run --train-steps steps under torch's profiler and write its trace and operator tables "
+        "to DIR (on CUDA it reports the kernels per step and how busy they keep the GPU)",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
+    if args.profile and not args.train_steps:
+        parser.error("--profile profiles training steps: give --train-steps N too")
     config = load_config(args.config, args.overrides)
     torch.manual_seed(0)
     model, _, _ = build(config, load_weights=False)

@@ -45,6 +45,26 @@ def test_benchmark_times_training_against_other_overrides():
     )
 
 
+def test_benchmark_profiles_training_steps(tmp_path):
+    import json
+
+    argv = ["--config", str(CONFIG), "--repeats", "1", "--batch", "1", "--rounds", "1"]
+    small = ["train.batch_size=2", "data.test_size=96", "data.target_sizes=[96]", "data.target_max_size=128"]
+    small.append("train.compile=false")
+    once = benchmark.main([*argv, "--train-steps", "1", "--profile", str(tmp_path / "one"), *small])
+    twice = benchmark.main([*argv, "--train-steps", "2", "--profile", str(tmp_path / "two"), *small])
+    events = json.loads((tmp_path / "two" / "trace.json").read_text())["traceEvents"]
+    ops = [e for e in events if e.get("ph") == "X" and e.get("cat") == "cpu_op"]
+    assert twice["profile_ops_per_step"] == len(ops) / 2  # the trace holds the two profiled steps, nothing else
+    assert {"aten::linear", "aten::conv2d"} <= {e["name"] for e in ops}  # the model's layers ran under it
+    # the same fixed batch each step: one step runs the operators of each of two steps
+    assert once["profile_ops_per_step"] == twice["profile_ops_per_step"] > 100
+    assert "Self CPU" in (tmp_path / "two" / "ops.txt").read_text()
+    assert "profile_kernels_per_step" not in twice  # CUDA figures only on CUDA
+    with pytest.raises(SystemExit):  # nothing to profile without training steps
+        benchmark.main([*argv, "--profile", str(tmp_path / "none"), *small])
+
+
 def test_benchmark_training_batch_is_like_the_loaders():
     from detector.config import load_config
 
