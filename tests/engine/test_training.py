@@ -78,6 +78,34 @@ def test_kill_and_resume_reaches_the_same_weights(data_root, tmp_path):
     assert load_checkpoint(killed / "last.pth")["position"]["step"] == 8
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    # the tiny config evaluates an EMA of the weights: it resumes too, to the same average
+    straight_ema, resumed_ema = (load_checkpoint(p / "last.pth")["ema"] for p in (tmp_path / "straight", killed))
+    assert straight_ema is not None and straight_ema.keys() == resumed_ema.keys()
+    for key in straight_ema:
+        torch.testing.assert_close(resumed_ema[key], straight_ema[key], rtol=0, atol=0, msg=key)
+
+
+def test_the_ema_averages_each_steps_weights_and_is_what_runs(data_root, tmp_path):
+    from detector.engine.checkpoint import model_weights, trained_weights
+
+    extra = ("train.max_steps=2", "train.checkpoint_every=1", "train.eval_every=-1", "train.ema_decay=0.5")
+    train(load_config(ROOT / "configs/tiny_synthetic.yaml", _overrides(data_root, tmp_path, *extra)), progress=False)
+    first, second = load_checkpoint(tmp_path / "checkpoint_0000001.pth"), load_checkpoint(tmp_path / "last.pth")
+    assert second["position"]["step"] == 2
+    # by hand: the average starts as step 1's weights, then 0.5 x itself + 0.5 x step 2's
+    averaged = model_weights(second)
+    parameters = {name for name, value in second["model"].items() if value.is_floating_point()}
+    buffers = {name for name in parameters if "running_" in name}
+    assert buffers, "the tiny backbone has batch norms"
+    for name in parameters - buffers:
+        expected = 0.5 * first["model"][name] + 0.5 * second["model"][name]
+        torch.testing.assert_close(averaged[name], expected, msg=name)
+        torch.testing.assert_close(model_weights(first)[name], first["model"][name], rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(averaged[n], second["model"][n]) for n in parameters - buffers)
+    for name in buffers:  # batch-norm statistics are the model's own, not averaged
+        torch.testing.assert_close(averaged[name], second["model"][name], rtol=0, atol=0, msg=name)
+    weights, _ = trained_weights(tmp_path / "last.pth")  # what evaluation and inference load
+    assert all(torch.equal(weights[name], averaged[name]) for name in parameters)
 
 
 def test_the_backbone_body_freezes_at_its_step_and_stays_frozen_after_a_resume(data_root, tmp_path):
