@@ -94,18 +94,18 @@ def test_the_ema_averages_each_steps_weights_and_is_what_runs(data_root, tmp_pat
     assert second["position"]["step"] == 2
     # by hand: the average starts as step 1's weights, then 0.5 x itself + 0.5 x step 2's
     averaged = model_weights(second)
-    parameters = {name for name, value in second["model"].items() if value.is_floating_point()}
-    buffers = {name for name in parameters if "running_" in name}
+    floats = {name for name, value in second["model"].items() if value.is_floating_point()}
+    buffers = {name for name in floats if "running_" in name}
     assert buffers, "the tiny backbone has batch norms"
-    for name in parameters - buffers:
+    for name in floats - buffers:
         expected = 0.5 * first["model"][name] + 0.5 * second["model"][name]
         torch.testing.assert_close(averaged[name], expected, msg=name)
         torch.testing.assert_close(model_weights(first)[name], first["model"][name], rtol=0, atol=0, msg=name)
-    assert any(not torch.equal(averaged[n], second["model"][n]) for n in parameters - buffers)
+    assert any(not torch.equal(averaged[n], second["model"][n]) for n in floats - buffers)
     for name in buffers:  # batch-norm statistics are the model's own, not averaged
         torch.testing.assert_close(averaged[name], second["model"][name], rtol=0, atol=0, msg=name)
     weights, _ = trained_weights(tmp_path / "last.pth")  # what evaluation and inference load
-    assert all(torch.equal(weights[name], averaged[name]) for name in parameters)
+    assert all(torch.equal(weights[name], averaged[name]) for name in floats)
 
 
 def test_the_backbone_body_freezes_at_its_step_and_stays_frozen_after_a_resume(data_root, tmp_path):

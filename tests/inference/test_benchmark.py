@@ -55,9 +55,9 @@ def test_benchmark_profiles_training_steps(tmp_path):
     twice = benchmark.main([*argv, "--train-steps", "2", "--profile", str(tmp_path / "two"), *small])
     events = json.loads((tmp_path / "two" / "trace.json").read_text())["traceEvents"]
     ops = [e for e in events if e.get("ph") == "X" and e.get("cat") == "cpu_op"]
-    assert twice["profile_ops_per_step"] == len(ops) / 2  # the trace holds the two profiled steps, nothing else
     assert {"aten::linear", "aten::conv2d"} <= {e["name"] for e in ops}  # the model's layers ran under it
-    # the same fixed batch each step: one step runs the operators of each of two steps
+    # the same fixed batch each step: profiling one step or two gives the same count per step (a warm-up or a timing
+    # round caught in the trace would not)
     assert once["profile_ops_per_step"] == twice["profile_ops_per_step"] > 100
     assert "Self CPU" in (tmp_path / "two" / "ops.txt").read_text()
     assert "profile_kernels_per_step" not in twice  # CUDA figures only on CUDA
