@@ -233,6 +233,8 @@ class EvalConfig:
     # standard: RandomState(image id) shuffles the class's pool without the image's own exemplars; official: the
     # official IA-DETR's rule (Python's random seeded with the file name; the image's own exemplars may be drawn)
     queries: str = "standard"
+    # also sort every detection into hit / duplicate / confusion / loose / background (detector/evaluation/errors.py)
+    errors: bool = False
 
 
 @dataclass

@@ -113,6 +113,11 @@ PLAN: dict[str, tuple[str, list[str], list[str]]] = {
         ["outputs/eval/results.json"],
     ),
     "python tools/eval.py --config configs/tiny_synthetic.yaml --baseline template": ("run", FEW, []),
+    "python tools/eval.py --config configs/demo.yaml --checkpoint outputs/demo/train/last.pth --errors": (
+        "run",
+        EVAL,
+        ["outputs/eval/results.md"],
+    ),
     "python tools/eval.py --config configs/demo.yaml --checkpoint outputs/demo/train/last.pth --protocol both": (
         "run",
         EVAL,

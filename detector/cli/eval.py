@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--queries", choices=["standard", "official"], help="query choice: standard (default) or the official code's"
     )
+    parser.add_argument(
+        "--errors",
+        action="store_true",
+        help="also sort every detection into hit, duplicate, confusion (another class's object), loose or background",
+    )
     parser.add_argument("--out", default="outputs/eval")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides += [f"data.split={args.split}"] if args.split else []
     overrides += [f"eval.protocol={args.protocol}"] if args.protocol else []
     overrides += [f"eval.queries={args.queries}"] if args.queries else []
+    overrides += ["eval.errors=true"] if args.errors else []
     if not args.checkpoint and not args.baseline:
         parser.error("give --checkpoint FILE [FILE ...] or --baseline template")
     base = load_config(args.config, overrides)
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "max_images": config.eval.max_images,
                 "protocol": config.eval.protocol,
                 "queries": config.eval.queries,
+                "errors": config.eval.errors,
                 "test_size": config.data.test_size,
             }
             write_reports(result, out, settings)

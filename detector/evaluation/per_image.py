@@ -54,7 +54,8 @@ def interpolated_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
 
-def _iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def pairwise_iou(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """IoU of every box (N, 4) with every truth box (M, 4), xyxy: (N, M)."""
     x1 = np.maximum(boxes[:, None, 0], truth[None, :, 0])
     y1 = np.maximum(boxes[:, None, 1], truth[None, :, 1])
     x2 = np.minimum(boxes[:, None, 2], truth[None, :, 2])
@@ -70,7 +71,7 @@ def match(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
     hits = np.zeros(len(boxes), bool)
     if len(boxes) == 0 or len(truth) == 0:
         return hits
-    overlaps = _iou(boxes, truth)
+    overlaps = pairwise_iou(boxes, truth)
     best, which = overlaps.max(1), overlaps.argmax(1)
     taken: set[int] = set()
     for i in np.flatnonzero(best > IOU_THRESHOLD):

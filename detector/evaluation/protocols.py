@@ -8,6 +8,7 @@ import time
 from ..data.episodes import Episode
 from ..data.records import DetectionData
 from ..data.splits import Split
+from .errors import ErrorBreakdown
 from .evaluator import OneShotEvaluator
 from .per_image import PerImageEvaluator
 
@@ -17,7 +18,7 @@ PROTOCOLS = ("coco", "per-image", "both")
 class Protocols:
     """Feeds every episode to each evaluator. ``evaluate()`` returns the first protocol's result with its
     ``protocol`` named; each further protocol's whole result sits under its name with ``_`` for ``-``
-    (``result["per_image"]``)."""
+    (``result["per_image"]``, ``result["errors"]``)."""
 
     def __init__(self, evaluators: list) -> None:
         self.evaluators = evaluators
@@ -48,9 +49,13 @@ class Protocols:
         return first
 
 
-def build_evaluator(protocol: str, data: DetectionData, split: Split, max_detections: int = 100) -> Protocols:
+def build_evaluator(
+    protocol: str, data: DetectionData, split: Split, max_detections: int = 100, errors: bool = False
+) -> Protocols:
+    """The evaluators of ``protocol``; with ``errors``, the breakdown of the detections by kind after them."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     names = ["coco", "per-image"] if protocol == "both" else [protocol]
-    kinds = {"coco": OneShotEvaluator, "per-image": PerImageEvaluator}
+    names += ["errors"] if errors else []
+    kinds = {"coco": OneShotEvaluator, "per-image": PerImageEvaluator, "errors": ErrorBreakdown}
     return Protocols([kinds[name](data, split, max_detections) for name in names])

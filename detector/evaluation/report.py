@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import errors_table
+
 # Published AP50 (the methods' papers): COCO seen/unseen are averages over the four splits, and the protocol
 # each was measured with: CoAE, AIT and BHRL score with pycocotools over the test set ("coco"); the official
 # IA-DETR code scores per (image, class) and averages ("per-image"), so its rows are not comparable with theirs.
@@ -57,6 +59,8 @@ def console_table(result: dict) -> str:
     for key in ("seen_ap50_with_absent", "unseen_ap50_with_absent"):
         if key in result:
             lines.append(f"{key}: {_pm(result, key)}")
+    if isinstance(result.get("errors"), dict):
+        lines.append(errors_table(result["errors"]))
     if result.get("dropped_episodes"):
         lines.append(_dropped(result))
     if result.get("unqueried_classes"):
@@ -100,6 +104,8 @@ def markdown_report(result: dict, settings: dict) -> str:
                 f"{_pm(part, f'{group}_ap75')} |"
             )
     lines += _operating_points(result)
+    if isinstance(result.get("errors"), dict):
+        lines += ["", "## Where the detections go", "", "```", errors_table(result["errors"]), "```"]
     extended = [k for k in result if ("absent" in k) and not k.endswith("_std") and k != "per_image" and "@" not in k]
     if extended:
         lines += ["", "## Extended protocol (absent classes queried)", ""]
