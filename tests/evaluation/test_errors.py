@@ -87,7 +87,7 @@ def test_breakdown_per_group_and_threshold():
     episodes = [
         _episode(data, 1, CAT),  # seen: two cat boxes
         _episode(data, 2, DOG),  # unseen: one dog box (the ignored cat box is nobody's target)
-        _episode(data, 1, DOG, present=True),  # unseen: one dog box
+        _episode(data, 1, DOG),  # unseen: one dog box
         _episode(data, 2, CAT, present=False),  # absent
     ]
     detections = [
