@@ -1,12 +1,11 @@
 """The breakdown of detections into hits, duplicates, confusions, loose boxes and background: hand-made cases."""
 
-from pathlib import Path
-
 import numpy as np
+from toy_records import toy_record
 
 from detector.data.episodes import Episode
 from detector.data.query_pool import QueryRecord
-from detector.data.records import Category, DetectionData, ImageRecord
+from detector.data.records import Category, DetectionData
 from detector.data.splits import Split
 from detector.evaluation.errors import classify
 from detector.evaluation.protocols import build_evaluator
@@ -16,25 +15,13 @@ SPLIT = Split(seen=("cat",), unseen=("dog",))
 CAT, DOG = 1, 2
 
 
-def _record(image_id, boxes, labels, ignore=None):
-    return ImageRecord(
-        image_id,
-        Path(f"{image_id}.jpg"),
-        100,
-        100,
-        np.array(boxes, np.float32),
-        np.array(labels),
-        np.zeros(len(labels), bool) if ignore is None else np.array(ignore),
-    )
-
-
 def _data():
     return DetectionData(
         "toy",
         [Category(CAT, "cat"), Category(DOG, "dog")],
         [
-            _record(1, [[0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 90, 90]], [CAT, CAT, DOG]),
-            _record(2, [[10, 10, 50, 50], [60, 60, 70, 70]], [DOG, CAT], ignore=[False, True]),
+            toy_record(1, [[0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 90, 90]], [CAT, CAT, DOG]),
+            toy_record(2, [[10, 10, 50, 50], [60, 60, 70, 70]], [DOG, CAT], ignore=[False, True]),
         ],
     )
 

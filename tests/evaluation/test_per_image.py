@@ -1,13 +1,12 @@
 """The official IA-DETR per-image protocol beside the dataset-level one: hand-computed cases where they differ."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from toy_records import toy_record
 
 from detector.data.episodes import Episode, evaluation_episodes, official_queries
 from detector.data.query_pool import QueryPool, QueryRecord
-from detector.data.records import Category, DetectionData, ImageRecord
+from detector.data.records import Category, DetectionData
 from detector.data.splits import Split
 from detector.evaluation.per_image import interpolated_ap, match
 from detector.evaluation.protocols import build_evaluator
@@ -16,26 +15,14 @@ from detector.evaluation.report import markdown_report
 SPLIT = Split(seen=("cat",), unseen=("dog",))
 
 
-def _record(image_id, boxes, labels):
-    return ImageRecord(
-        image_id,
-        Path(f"{image_id}.jpg"),
-        100,
-        100,
-        np.array(boxes, np.float32),
-        np.array(labels),
-        np.zeros(len(labels), bool),
-    )
-
-
 def _data():
     return DetectionData(
         "toy",
         [Category(1, "cat"), Category(2, "dog")],
         [
-            _record(1, [[0, 0, 10, 10], [50, 50, 90, 90]], [1, 2]),
-            _record(2, [[20, 20, 40, 40]], [1]),
-            _record(3, [[10, 10, 50, 50]], [2]),
+            toy_record(1, [[0, 0, 10, 10], [50, 50, 90, 90]], [1, 2]),
+            toy_record(2, [[20, 20, 40, 40]], [1]),
+            toy_record(3, [[10, 10, 50, 50]], [2]),
         ],
     )
 
