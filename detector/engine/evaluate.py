@@ -43,6 +43,11 @@ def episodes_for(config: Config, test: SplitData) -> list[Episode]:
     return [episode for repeat in per_repeat for episode in repeat]
 
 
+def _evaluator(config: Config, test: SplitData):
+    """The scoring protocols ``config.eval`` names, over ``test``."""
+    return build_evaluator(config.eval.protocol, test.data, test.split, config.eval.max_detections, config.eval.errors)
+
+
 @dataclass
 class Unreadable:
     """An evaluation episode whose image could not be read."""
@@ -118,9 +123,7 @@ def evaluate_model(
             processed.append((indices[meta["episode"]], {k: v.cpu().numpy() for k, v in det.items()}))
     model.train(was_training)
     seconds = time.perf_counter() - start
-    evaluator = build_evaluator(
-        config.eval.protocol, test.data, test.split, config.eval.max_detections, config.eval.errors
-    )
+    evaluator = _evaluator(config, test)
     for part_processed, part_dropped in distributed.all_gather_object((processed, dropped)):
         for index, det in part_processed:
             evaluator.process([episodes[index]], [det])
@@ -143,9 +146,7 @@ def evaluate_checkpoint(config: Config, checkpoint: str | Path, device: torch.de
 def evaluate_template(matcher: TemplateMatcher, config: Config, test: SplitData, progress: bool = True) -> dict:
     """The template baseline on the original images (no resizing), scored by the same evaluator."""
     episodes = episodes_for(config, test)
-    evaluator = build_evaluator(
-        config.eval.protocol, test.data, test.split, config.eval.max_detections, config.eval.errors
-    )
+    evaluator = _evaluator(config, test)
     start = time.perf_counter()
     for episode in tqdm(episodes, desc="template baseline", disable=not progress, leave=False):
         target = load_image(test.data.images[episode.image_index].path)

@@ -21,6 +21,7 @@ not be read is left out.
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,32 +42,38 @@ def classify(
     """The kind of each detection (``boxes`` in descending score order, xyxy) against an image's ``truth`` boxes
     and their labels, for a query of ``class_id``; and, for a confusion, the class of the box it overlaps most
     among the other classes' (else ``None``)."""
+    if len(truth) == 0:
+        return ["background"] * len(boxes), [None] * len(boxes)
     kinds: list[str] = []
     confused: list[int | None] = []
-    if len(boxes) == 0:
-        return kinds, confused
-    overlaps = pairwise_iou(boxes, truth) if len(truth) else np.zeros((len(boxes), 0))
     own = truth_labels == class_id
     taken = np.zeros(len(truth), bool)
-    for row in overlaps:
+    for row in pairwise_iou(boxes, truth):
         free = np.where(own & ~taken, row, -1.0)
         mine = np.where(own, row, -1.0)
         other = np.where(~own, row, -1.0)
         label = None
-        if len(truth) and free.max() >= IOU_THRESHOLD:
+        if free.max() >= IOU_THRESHOLD:
             taken[int(free.argmax())] = True
             kind = "hit"
-        elif len(truth) and mine.max() >= IOU_THRESHOLD:
+        elif mine.max() >= IOU_THRESHOLD:
             kind = "duplicate"
-        elif len(truth) and other.max() >= IOU_THRESHOLD:
+        elif other.max() >= IOU_THRESHOLD:
             kind, label = "confusion", int(truth_labels[int(other.argmax())])
-        elif len(truth) and mine.max() >= LOOSE_IOU:
+        elif mine.max() >= LOOSE_IOU:
             kind = "loose"
         else:
             kind = "background"
         kinds.append(kind)
         confused.append(label)
     return kinds, confused
+
+
+class _Episode(NamedTuple):
+    image_id: int
+    group: str  # seen | unseen | absent
+    boxes: int  # boxes of the queried class in the image
+    detections: list[tuple[float, str, int | None]]  # (score, kind, confused class), scores >= min(THRESHOLDS)
 
 
 class ErrorBreakdown:
@@ -83,8 +90,7 @@ class ErrorBreakdown:
         self.reset()
 
     def reset(self) -> None:
-        # per processed episode: (image id, group, boxes of the queried class, [(score, kind, confused class)])
-        self.episodes: list[tuple[int, str, int, list[tuple[float, str, int | None]]]] = []
+        self.episodes: list[_Episode] = []
         self.dropped: set[int] = set()
 
     def drop(self, episode: Episode, reason: str) -> None:
@@ -95,6 +101,7 @@ class ErrorBreakdown:
             record = self.data.images[episode.image_index]
             scores = np.asarray(det["scores"], np.float64)
             order = np.argsort(-scores, kind="stable")[: self.max_detections]
+            order = order[scores[order] >= min(THRESHOLDS)]  # kept in score order, so taken boxes stay the same
             keep = ~record.ignore
             truth, labels = record.boxes[keep].astype(np.float64), record.labels[keep]
             boxes = np.asarray(det["boxes"], np.float64)[order]
@@ -104,20 +111,19 @@ class ErrorBreakdown:
             else:
                 group = "unseen" if episode.category_id in self.unseen_ids else "seen"
             wanted = int((labels == episode.category_id).sum())
-            self.episodes.append(
-                (record.image_id, group, wanted, list(zip(scores[order].tolist(), kinds, confused, strict=True)))
-            )
+            rows = list(zip(scores[order].tolist(), kinds, confused, strict=True))
+            self.episodes.append(_Episode(record.image_id, group, wanted, rows))
 
     def evaluate(self) -> dict:
         result: dict = {"protocol": self.protocol}
         for group in ("seen", "unseen", "absent"):
-            rows = [e for e in self.episodes if e[1] == group and e[0] not in self.dropped]
+            rows = [e for e in self.episodes if e.group == group and e.image_id not in self.dropped]
             if not rows:
                 continue
-            boxes = sum(e[2] for e in rows)
+            boxes = sum(e.boxes for e in rows)
             part: dict = {"episodes": len(rows), "boxes": boxes}
             for threshold in THRESHOLDS:
-                picked = [d for e in rows for d in e[3] if d[0] >= threshold]
+                picked = [d for e in rows for d in e.detections if d[0] >= threshold]
                 counts = Counter(kind for _, kind, _ in picked)
                 entry = {kind: counts.get(kind, 0) for kind in KINDS}
                 entry["recall"] = entry["hit"] / boxes if boxes else float("nan")
