@@ -154,6 +154,9 @@ class LossConfig:
     # target boxes, its class's boxes the positives (supervised InfoNCE at this temperature); names no class
     query_metric_weight: float = 0.0
     query_metric_temperature: float = 0.1
+    # >0 (needs model.match_similarity): the focal loss also on the query-match term alone, every layer, with
+    # the class loss's matches and weight times this, so that it must tell the queried class from the rest by itself
+    similarity_weight: float = 0.0
     contrastive_weight: float = 2.0
     contrastive_temperature: float = 0.5
     contrastive_dim: int = 0  # >0 (stage 1: 128) adds the contrastive loss on decoder outputs
@@ -364,6 +367,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),
     ("loss.query_metric_weight", lambda v: v >= 0, "0 (off) or more"),
     ("loss.query_metric_temperature", lambda v: v > 0, "positive"),
+    ("loss.similarity_weight", lambda v: v >= 0, "0 (off) or more"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),
     ("train.stage1_recipe", lambda v: v in ("official", "crop_only"), "one of official, crop_only"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
@@ -409,6 +413,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             "loss.query_metric_weight > 0 needs the identity head's features: set model.identity_classes "
             "(> the largest category id), or turn the metric loss off with loss.query_metric_weight=0"
+        )
+    if config.loss.similarity_weight and not config.model.match_similarity:
+        raise ConfigError(
+            "loss.similarity_weight > 0 needs the query-match term: set model.match_similarity=true, or turn the "
+            "loss off with loss.similarity_weight=0"
         )
     if config.data.dataset == "coco" and config.data.split not in (1, 2, 3, 4):
         raise ConfigError(f"data.split must be 1, 2, 3 or 4 for COCO, got {config.data.split}")

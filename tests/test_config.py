@@ -123,3 +123,9 @@ def test_invalid_yaml_names_the_file_and_the_line(tmp_path):
         load_config(tmp_path / "broken.yaml")
     with pytest.raises(ConfigError, match="is not a valid YAML value"):
         load_config(None, ["train.target_sizes=[1,2"])
+
+
+def test_similarity_loss_needs_the_match_term():
+    with pytest.raises(ConfigError, match="model.match_similarity"):
+        tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_synthetic.yaml"
+        load_config(tiny, ["model.match_similarity=false", "loss.similarity_weight=1"])

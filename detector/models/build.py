@@ -121,6 +121,7 @@ def build_criterion(config: Config) -> SetCriterion:
         loss.proposal_targets,
         loss.query_metric_weight,
         loss.query_metric_temperature,
+        loss.similarity_weight,
     )
 
 

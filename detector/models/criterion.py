@@ -4,6 +4,8 @@ two-stage proposals, and on the one-to-many queries (hybrid matching, ground tru
 Optional training-only terms, on the outputs of the model's training-only heads (:mod:`.heads`):
 - ``identity``: cross-entropy of the base-class logits of the query embedding, of the decoder outputs
   matched to the query's boxes, and of every labelled target box.
+- ``similarity``: the focal loss of the class logits, also on the query-match term alone (``similarity``, the
+  part of each one-to-one logit that compares the object with the query), with the same matches.
 - ``query_metric``: class-agnostic metric learning on the same features: each query embedding against every
   labelled box of the batch's targets, the boxes of its class the positives (supervised InfoNCE over cosine
   similarities). Unlike the identity classifier it names no class, so what it teaches is "like the query",
@@ -46,13 +48,19 @@ class SetCriterion(nn.Module):
         proposal_targets: str = "decoder",
         query_metric_weight: float = 0.0,
         query_metric_temperature: float = 0.1,
+        similarity_weight: float = 0.0,
     ) -> None:
         """``proposal_targets``: what the dense two-stage proposals learn to find: ``decoder``, the decoder's
         targets (stage 2: the query class's boxes; the official code), or ``all``, every annotated box
         (class-agnostic objectness)."""
         super().__init__()
         self.matcher = matcher
-        self.weights = {"class": class_weight, "l1": l1_weight, "giou": giou_weight}
+        self.weights = {
+            "class": class_weight,
+            "l1": l1_weight,
+            "giou": giou_weight,
+            "similarity": class_weight * similarity_weight,
+        }
         self.alpha, self.gamma = focal_alpha, focal_gamma
         self.one2many_repeats, self.one2many_weight = one2many_repeats, one2many_weight
         self.identity_weight = identity_weight
@@ -67,9 +75,12 @@ class SetCriterion(nn.Module):
         targets: list[torch.Tensor],
         num_boxes: float,
         channels: list[torch.Tensor] | None = None,
+        similarity: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], list]:
         """Unweighted ``class``/``l1``/``giou`` losses of one prediction set, normalised by ``num_boxes``. With
-        ``logits (B, N, C)``, ``channels[b]`` holds each target's class (the focal loss covers every channel)."""
+        ``logits (B, N, C)``, ``channels[b]`` holds each target's class (the focal loss covers every channel).
+        With ``similarity (B, N)``, the query-match term of channel 0, also ``similarity``: its own focal loss
+        against the same matches."""
         indices = self.matcher(logits, boxes, targets, channels)
         onehot = torch.zeros_like(logits)
         for b, (rows, cols) in enumerate(indices):
@@ -78,6 +89,13 @@ class SetCriterion(nn.Module):
             else:
                 onehot[b, rows.to(logits.device), channels[b][cols].to(logits.device)] = 1.0
         focal = sigmoid_focal_loss(logits.float(), onehot.float(), self.alpha, self.gamma, reduction="sum")
+        terms = {"class": focal / num_boxes}
+        if similarity is not None:
+            query_channel = onehot if channels is None else onehot[..., 0]
+            terms["similarity"] = (
+                sigmoid_focal_loss(similarity.float(), query_channel.float(), self.alpha, self.gamma, reduction="sum")
+                / num_boxes
+            )
         batch_index = torch.cat([torch.full_like(r, b) for b, (r, _) in enumerate(indices)]).to(boxes.device)
         pred_index = torch.cat([r for r, _ in indices]).to(boxes.device)
         matched = boxes[batch_index, pred_index].float()
@@ -87,7 +105,7 @@ class SetCriterion(nn.Module):
             giou = (1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(matched), cxcywh_to_xyxy(target)))).sum()
         else:
             l1 = giou = boxes.sum() * 0.0
-        return {"class": focal / num_boxes, "l1": l1 / num_boxes, "giou": giou / num_boxes}, indices
+        return {**terms, "l1": l1 / num_boxes, "giou": giou / num_boxes}, indices
 
     def forward(
         self, outputs: DetectorOutput, targets: list[dict[str, torch.Tensor]], num_boxes: float | None = None
@@ -122,7 +140,10 @@ class SetCriterion(nn.Module):
         def one_set(suffix, logits, pred, layer, part, set_boxes, set_channels, set_labels, count, scale=1.0):
             if stage_one is not None:
                 logits = torch.stack([logits, stage_one.objects[layer][:, part]], -1)
-            terms, matched = self.set_loss(logits, pred, set_boxes, count, set_channels)
+            similarity = None
+            if self.weights["similarity"] and outputs.similarity is not None and part == o2o:
+                similarity = outputs.similarity[layer]
+            terms, matched = self.set_loss(logits, pred, set_boxes, count, set_channels, similarity)
             add(suffix, terms, scale)
             if stage_one is not None:
                 features = stage_one.features[layer][:, part]

@@ -47,6 +47,8 @@ class DetectorOutput:
         one2many: every layer's ``(logits, boxes)`` of the one-to-many queries (training only).
         hidden: final-layer one-to-one query features ``(B, Nq, d)``.
         query_embedding: max-pooled query-image features ``(B, d)``.
+        similarity: every layer's query-match term of the one-to-one logits ``(L, B, Nq)``
+            (:class:`~.heads.SimilarityLogit`; already in ``logits`` and ``aux``), when the model has one.
         identity, contrastive, stage_one: outputs of the training-only heads, when the model has them and is
             training.
     """
@@ -58,6 +60,7 @@ class DetectorOutput:
     one2many: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     hidden: torch.Tensor | None = None
     query_embedding: torch.Tensor | None = None
+    similarity: torch.Tensor | None = None
     identity: IdentityOutput | None = None
     contrastive: ContrastiveOutput | None = None
     stage_one: StageOneOutput | None = None
@@ -299,9 +302,12 @@ class IADETR(nn.Module):
         query_embedding = query_seq.masked_fill(query_mask.flatten(1)[..., None], float("-inf")).amax(1)
         query_embedding = torch.nan_to_num(query_embedding, neginf=0.0)
         logits = torch.stack([head(hid).squeeze(-1) for head, hid in zip(self.class_heads, out.hidden)])
-        if self.similarity is not None:
-            logits = logits + self.similarity(out.hidden, query_embedding)
         nq = self.num_queries
+        similarity = None
+        if self.similarity is not None:
+            similarity = self.similarity(out.hidden, query_embedding)
+            logits = logits + similarity
+            similarity = similarity[:, :, :nq]
         hidden = out.hidden[-1, :, :nq]
         identity = contrastive = None
         if self.training and self.identity_head is not None:
@@ -318,6 +324,7 @@ class IADETR(nn.Module):
             one2many=list(zip(logits[:, :, nq:], out.boxes[:, :, nq:])) if n_o2m else [],
             hidden=hidden,
             query_embedding=query_embedding,
+            similarity=similarity,
             identity=identity,
             contrastive=contrastive,
             stage_one=stage_one,

@@ -149,3 +149,28 @@ def test_official_stage1_detects_the_crop_and_every_box_and_groups_features_by_c
     assert losses["contrastive"].item() == pytest.approx(expected, rel=1e-5)
     swapped = DetectorOutput(match, boxes, stage_one=StageOneOutput((-objects)[None], features[None]))
     assert criterion(swapped, targets)["class"].item() > 1.0  # the boxes found, but called the wrong thing
+
+
+def test_similarity_loss_is_the_focal_loss_of_the_match_term_alone_on_the_class_matches():
+    """Query 1 of 3 sits on the one box (the match is certain); the term alone, every layer, weighted
+    ``class_weight * similarity_weight``; with weight 0 there is no such term."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    _, criterion, _ = tiny_detector(
+        "model.identity_classes=0", "loss.query_metric_weight=0", "loss.similarity_weight=0.5"
+    )
+    gt = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    boxes = torch.tensor([[[0.2, 0.2, 0.1, 0.1], [0.5, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1]]])
+    logits = torch.tensor([[-3.0, 4.0, -2.0]])
+    similarity = torch.tensor([[[2.0, -3.0, 2.0]], [[-2.0, 3.0, -2.0]]])  # (L=2, B=1, N=3): wrong, then right
+    targets = [{"boxes": gt, "all_boxes": gt, "query_label": torch.tensor(1)}]
+    out = DetectorOutput(logits, boxes, aux=[(logits, boxes)], similarity=similarity)
+    losses = criterion(out, targets)
+    matched = torch.tensor([[0.0, 1.0, 0.0]])
+    for key, layer in (("similarity", 1), ("similarity_aux0", 0)):
+        focal = sigmoid_focal_loss(similarity[layer], matched, 0.25, 2.0, reduction="sum")
+        torch.testing.assert_close(losses[key], 2.0 * 0.5 * focal)
+    assert losses["similarity"] < 0.01 < 1.0 < losses["similarity_aux0"]
+
+    _, off, _ = tiny_detector("model.identity_classes=0", "loss.query_metric_weight=0")
+    assert not any(k.startswith("similarity") for k in off(out, targets))

@@ -30,3 +30,6 @@ def test_similarity_logit_is_scaled_cosine_and_is_wired_into_the_class_logits():
         query = torch.nn.functional.normalize(head.query_proj(with_term.query_embedding), dim=-1)
         expected = scale * (objects * query[:, None]).sum(-1)
     torch.testing.assert_close(with_term.logits - without, expected, rtol=1e-4, atol=1e-4)
+    # the output names the term it added, for every layer (the loss on it alone)
+    torch.testing.assert_close(with_term.similarity[-1], expected, rtol=1e-4, atol=1e-4)
+    assert with_term.similarity.shape == (len(with_term.aux) + 1, *with_term.logits.shape)
