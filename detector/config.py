@@ -135,6 +135,10 @@ class ModelConfig:
     # adds scale * cos(object features, pooled query embedding) to each class logit: an explicit match term
     # (not in the paper, whose class head is linear; the CPU-tiny model needs it to use the query, see README)
     match_similarity: bool = False
+    # what each layer's class logit is made of: linear (a linear head on the object's features, plus the match term
+    # when match_similarity is on; the paper's head) or similarity (the match term plus a learned bias: no part of
+    # the score that ignores the query, so none that can learn which objects belong to the training classes)
+    class_logit: str = "linear"
     identity_classes: int = 0  # >0: training-only base-class identity head over this many category ids
 
 
@@ -364,6 +368,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.query_pos", lambda v: v in ("proposals", "refined"), "one of proposals, refined"),
     ("model.padding_features", lambda v: v in ("backbone", "zero"), "one of backbone, zero"),
     ("model.one2many_selection", lambda v: v in ("disjoint", "overlapping"), "one of disjoint, overlapping"),
+    ("model.class_logit", lambda v: v in ("linear", "similarity"), "one of linear, similarity"),
     ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),
     ("loss.query_metric_weight", lambda v: v >= 0, "0 (off) or more"),
     ("loss.query_metric_temperature", lambda v: v > 0, "positive"),
@@ -413,6 +418,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             "loss.query_metric_weight > 0 needs the identity head's features: set model.identity_classes "
             "(> the largest category id), or turn the metric loss off with loss.query_metric_weight=0"
+        )
+    if config.model.class_logit == "similarity" and not config.model.match_similarity:
+        raise ConfigError(
+            "model.class_logit=similarity scores by the query-match term: set model.match_similarity=true, or use "
+            "model.class_logit=linear"
         )
     if config.loss.similarity_weight and not config.model.match_similarity:
         raise ConfigError(

@@ -129,3 +129,11 @@ def test_similarity_loss_needs_the_match_term():
     with pytest.raises(ConfigError, match="model.match_similarity"):
         tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_synthetic.yaml"
         load_config(tiny, ["model.match_similarity=false", "loss.similarity_weight=1"])
+
+
+def test_similarity_class_logit_needs_the_match_term():
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_synthetic.yaml"
+    with pytest.raises(ConfigError, match="model.match_similarity"):
+        load_config(tiny, ["model.match_similarity=false", "model.class_logit=similarity"])
+    with pytest.raises(ConfigError, match="one of linear, similarity"):
+        load_config(tiny, ["model.class_logit=cosine"])

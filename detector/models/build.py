@@ -91,6 +91,7 @@ def build_model(
         query_extent,
         one2many_disjoint=config.one2many_selection == "disjoint",
         zero_padding=config.padding_features == "zero",
+        class_from_features=config.class_logit == "linear",
         content_proj=ContentProjection(dim) if config.content_from_target else None,
         similarity=SimilarityLogit(dim, config.num_layers) if config.match_similarity else None,
         identity_head=IdentityHead(dim, config.identity_classes, STRIDE) if config.identity_classes else None,

@@ -1,6 +1,8 @@
 """Optional learned heads of IA-DETR beyond the class and box heads.
 
 - :class:`SimilarityLogit`: an explicit "same class as the query?" term added to each class logit.
+- :class:`BiasLogit`: a class "head" that ignores the object's features (``model.class_logit: similarity``:
+  the logit is the query-match term plus one learned bias per layer).
 - :class:`ContentProjection`: the target feature at a query's proposal cell, projected into the query's
   content (``q_i = m_i + y_pi(i)``, the paper's Definition 1).
 - :class:`IdentityHead` (training only): classifies into the base (seen) classes the pooled query
@@ -40,6 +42,20 @@ class SimilarityLogit(nn.Module):
         objects = F.normalize(self.object_proj(hidden), dim=-1)
         query = F.normalize(self.query_proj(query_embedding), dim=-1)
         return (objects * query[None, :, None]).sum(-1) * self.scale[:, None, None]
+
+
+class BiasLogit(nn.Module):
+    """One learned bias per layer as each object's class logit, whatever its features: with
+    :class:`SimilarityLogit` added, the score is the query match alone, with no query-independent part that
+    could learn which objects are of the training classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden (.., d)`` -> ``(.., 1)``."""
+        return self.bias.expand(*hidden.shape[:-1], 1)
 
 
 class ContentProjection(nn.Sequential):

@@ -23,6 +23,7 @@ from torch import nn
 from .backbone import Backbone
 from .decoder import Decoder
 from .heads import (
+    BiasLogit,
     ContentProjection,
     ContrastiveHead,
     ContrastiveOutput,
@@ -152,8 +153,13 @@ class IADETR(nn.Module):
         one2many_disjoint: bool = True,
         stage_one: StageOneHeads | None = None,
         zero_padding: bool = True,
+        class_from_features: bool = True,
     ) -> None:
-        """``one2many_disjoint``: the one-to-many queries take the proposals ranked after the one-to-one ones
+        """``class_from_features``: each layer's class logit is a linear head on the object's features (plus
+        ``similarity``); ``False``: one learned bias per layer (:class:`~.heads.BiasLogit`), so that the score
+        is ``similarity``'s query match alone.
+
+        ``one2many_disjoint``: the one-to-many queries take the proposals ranked after the one-to-one ones
         (one top-``(Nq + Nm)`` ranking split in two, as the official code); ``False``: the top ``Nm`` again.
 
         ``zero_padding``: features of padding cells are zero, and the backbone sees only the query patch's
@@ -170,7 +176,9 @@ class IADETR(nn.Module):
         self.num_queries, self.num_queries_one2many = num_queries, num_queries_one2many
         self.query_content = nn.Embedding(num_queries + num_queries_one2many, hidden_dim)
         self.content_proj = content_proj
-        self.class_heads = nn.ModuleList(nn.Linear(hidden_dim, 1) for _ in decoder.layers)
+        self.class_heads = nn.ModuleList(
+            nn.Linear(hidden_dim, 1) if class_from_features else BiasLogit() for _ in decoder.layers
+        )
         self.similarity = similarity
         # registered last, in this order: the parameter order of checkpoints from before the heads moved here
         self.identity_head, self.contrastive_head = identity_head, contrastive_head

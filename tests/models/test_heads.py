@@ -33,3 +33,17 @@ def test_similarity_logit_is_scaled_cosine_and_is_wired_into_the_class_logits():
     # the output names the term it added, for every layer (the loss on it alone)
     torch.testing.assert_close(with_term.similarity[-1], expected, rtol=1e-4, atol=1e-4)
     assert with_term.similarity.shape == (len(with_term.aux) + 1, *with_term.logits.shape)
+
+
+def test_similarity_class_logit_is_the_match_term_plus_one_bias_per_layer():
+    model, _, _ = tiny_detector("model.match_similarity=true", "model.class_logit=similarity")
+    model.eval()
+    inputs, _ = detector_batch()
+    with torch.no_grad():
+        for i, head in enumerate(model.class_heads):
+            head.bias.fill_(-1.0 - i)
+        out = model(*inputs)
+    layers = [*[logits for logits, _ in out.aux], out.logits]
+    for i, logits in enumerate(layers):  # no part of the score reads the object's features but the match term
+        torch.testing.assert_close(logits - out.similarity[i], torch.full_like(logits, -1.0 - i))
+    assert not any("weight" in name for name, _ in model.class_heads.named_parameters())
