@@ -45,7 +45,7 @@ class SimilarityLogit(nn.Module):
 
 
 class BiasLogit(nn.Module):
-    """One learned bias per layer as each object's class logit, whatever its features: with
+    """A learned bias as every object's class logit, whatever its features (one per decoder layer): with
     :class:`SimilarityLogit` added, the score is the query match alone, with no query-independent part that
     could learn which objects are of the training classes."""
 

@@ -8,10 +8,12 @@ from detector.inference.export import check_onnx, export_onnx
 from detector.inference.predictor import Predictor
 
 
-@pytest.mark.parametrize("options", ["recipe", "official"])
+@pytest.mark.parametrize("options", ["recipe", "official", "match_only"])
 def test_onnx_export_matches_pytorch(checkpoint, tmp_path, options):
     if options == "official":
         checkpoint = save_random_checkpoint(tmp_path / "official.pth", *OFFICIAL_MODEL)
+    if options == "match_only":  # the long config's score: the match term plus a bias
+        checkpoint = save_random_checkpoint(tmp_path / "match.pth", "model.class_logit=similarity")
     predictor = Predictor.from_checkpoint(checkpoint, "cpu")
     path = export_onnx(predictor.model, tmp_path / "m.onnx", size=128, query_size=32)
     diffs = check_onnx(predictor.model, path, size=128, query_size=32)
