@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from model_helpers import tiny_detector
+from torchvision.ops import sigmoid_focal_loss
 
 from detector.models.heads import IdentityHead, IdentityOutput
 from detector.models.ia_detr import DetectorOutput
@@ -154,8 +155,6 @@ def test_official_stage1_detects_the_crop_and_every_box_and_groups_features_by_c
 def test_similarity_loss_is_the_focal_loss_of_the_match_term_alone_on_the_class_matches():
     """Query 1 of 3 sits on the one box (the match is certain); the term alone, every layer, weighted
     ``class_weight * similarity_weight``; with weight 0 there is no such term."""
-    from torchvision.ops import sigmoid_focal_loss
-
     _, criterion, _ = tiny_detector(
         "model.identity_classes=0", "loss.query_metric_weight=0", "loss.similarity_weight=0.5"
     )
