@@ -1,7 +1,7 @@
 """Hooks called by :func:`~detector.engine.loop.train_one_epoch` after every optimizer step.
 
-Each is a small callable ``hook(report) -> stop?``: the progress bar and metrics log, periodic checkpoints,
-periodic evaluation, the run's clock, the wall-time limit and the lr drop by time.
+Each is a small callable ``hook(report) -> stop?``: the progress bar and metrics log (without a bar, a log line a
+minute), periodic checkpoints, periodic evaluation, the run's clock, the wall-time limit and the lr drop by time.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .loop import StepReport
+from .loop import Position, StepReport
 
 
 class MetricsLog:
@@ -62,6 +62,39 @@ class ProgressHook:
                     **terms,
                 }
             )
+
+
+class ProgressLines:
+    """Without a progress bar (``--no-progress``: a batch job's log), a line through ``say`` at most every
+    ``interval`` seconds of the run's wall time: the step out of ``max_steps``, the loss, the lr, images/s, the
+    minutes passed and an estimate of those left, from the steps per second since the last line (or, where the
+    time cap ``max_minutes`` comes first, the time to the cap). Put it after :class:`RunClock`."""
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        start: Position,
+        max_steps: int,
+        max_minutes: float = 0.0,
+        interval: float = 60.0,
+    ) -> None:
+        self.say, self.max_steps, self.cap, self.interval = say, max_steps, max_minutes * 60, interval
+        self.last_step, self.last_seconds = start.step, start.seconds
+
+    def __call__(self, report: StepReport) -> None:
+        position = report.position
+        passed = position.seconds - self.last_seconds
+        if passed < self.interval or position.step <= self.last_step:
+            return
+        left = (self.max_steps - position.step) * passed / (position.step - self.last_step)
+        if self.cap:
+            left = min(left, max(self.cap - position.seconds, 0.0))
+        self.last_step, self.last_seconds = position.step, position.seconds
+        self.say(
+            f"step {position.step:,} / {self.max_steps:,} ({100 * position.step / self.max_steps:.0f}%): "
+            f"loss {report.losses['loss'].item():.4f}, lr {report.lr:.2e}, {report.images_per_s:.1f} images/s; "
+            f"{position.seconds / 60:.1f} min in, about {left / 60:.1f} min left"
+        )
 
 
 class EveryNSteps:

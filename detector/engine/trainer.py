@@ -45,7 +45,7 @@ from .checkpoint import (
 )
 from .compiling import compile_for_training, eager
 from .evaluate import evaluate_model
-from .hooks import EveryNSteps, MetricsLog, ProgressHook, RunClock, TimeDecay, TimeLimit
+from .hooks import EveryNSteps, MetricsLog, ProgressHook, ProgressLines, RunClock, TimeDecay, TimeLimit
 from .loop import Position, amp_dtype_for, cpu_has_native_bf16, train_one_epoch
 from .optim import build_optimizer, build_scheduler, drop_lr_from_next_step, freeze_backbone_body, freeze_step
 from .pretrain import extract_crops, pretrain_backbone
@@ -237,6 +237,11 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
         *clock,
         freeze,
         ProgressHook(bar, log, config.train.log_every),
+        *(
+            [ProgressLines(logger.info, position, config.train.max_steps, config.train.max_minutes)]
+            if main and not progress
+            else []
+        ),
         EveryNSteps(config.train.checkpoint_every, checkpoint),
         EveryNSteps(config.train.eval_every, evaluate_now),
         TimeLimit(config.train.max_minutes),

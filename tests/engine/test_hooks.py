@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from detector.engine.hooks import RunClock, TimeDecay, TimeLimit
+from detector.engine.hooks import ProgressLines, RunClock, TimeDecay, TimeLimit
 from detector.engine.loop import Position, StepReport
 
 
@@ -55,3 +55,21 @@ def test_the_lr_drop_by_time_fires_once_at_its_fraction_of_the_cap():
     TimeDecay(10, 0.8, drop=lambda: None, log=quiet.append)(_report(Position(step=9, seconds=500.0)))
     assert quiet == []
     TimeDecay(0, 0.8, drop=lambda: pytest.fail("no cap, no drop by time"))(_report(Position(seconds=1e9)))
+
+
+def test_without_a_bar_a_line_comes_each_interval_with_the_time_left_from_the_recent_pace():
+    """Started at step 100 with 50 s behind it, 1,000 steps, one step each 20 s: nothing until 60 s have passed
+    (step 103, 110 s), then a line whose estimate is the 897 steps left at 3 steps a minute, 299 minutes; the next
+    line comes 60 s after that one, not after the first step; a 30-minute cap shortens the estimate to the cap."""
+    lines = []
+    hook = ProgressLines(lines.append, Position(step=100, seconds=50.0), max_steps=1000, interval=60.0)
+    for step in range(101, 107):
+        hook(StepReport(Position(step=step, seconds=50.0 + 20 * (step - 100)), {"loss": torch.tensor(0.5)}, 1e-4, 8.0))
+    assert len(lines) == 2
+    assert lines[0].startswith("step 103 / 1,000 (10%): loss 0.5000, lr 1.00e-04, 8.0 images/s;")
+    assert lines[0].endswith("1.8 min in, about 299.0 min left")
+    assert lines[1].startswith("step 106 / 1,000 (11%)") and lines[1].endswith("about 298.0 min left")
+    capped = []
+    hook = ProgressLines(capped.append, Position(step=100, seconds=50.0), 1000, max_minutes=30, interval=60.0)
+    hook(StepReport(Position(step=103, seconds=110.0), {"loss": torch.tensor(0.5)}, 1e-4, 8.0))
+    assert capped[0].endswith("about 28.2 min left")  # (1800 - 110) s
