@@ -83,6 +83,29 @@ def drop_lr_from_next_step(scheduler: torch.optim.lr_scheduler.LambdaLR) -> int 
     return step
 
 
+def follow_config_on_resume(
+    scheduler: torch.optim.lr_scheduler.LambdaLR, config: TrainConfig, saved: dict
+) -> tuple[int, int] | None:
+    """After a checkpoint's scheduler state is loaded: let the step decay follow ``config``, the run being resumed
+    (a user who resumes with a larger ``train.max_steps`` to train longer expects the drop at ``lr_drop_at`` of the
+    new length, not of the old one), unless the checkpoint's drop was brought forward by the clock
+    (``train.lr_drop_by_time``), which stays. ``saved`` is the checkpoint's ``train`` config. The coming step's lr
+    is set to the moved schedule's. Returns (old, new) drop step, or None when nothing moved."""
+    if "lr_drop_at" not in saved or "max_steps" not in saved:
+        return None
+    stored = scheduler.lr_lambdas[0].drop
+    planned = int(config.lr_drop_at * config.max_steps)
+    if stored != int(saved["lr_drop_at"] * saved["max_steps"]) or stored == planned:
+        return None  # brought forward by the clock, or already where this config puts it
+    for schedule in scheduler.lr_lambdas:
+        schedule.drop = planned
+    coming = scheduler.last_epoch  # the index of the step the optimizer's lr is set for
+    for group, base, schedule in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * schedule(coming)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+    return stored, planned
+
+
 def freeze_step(config: TrainConfig) -> int | None:
     """The optimizer step from which the backbone body is frozen (``train.freeze_backbone_at`` of
     ``max_steps``), or None when it is never frozen."""

@@ -47,7 +47,14 @@ from .compiling import compile_for_training, eager
 from .evaluate import evaluate_model
 from .hooks import EveryNSteps, MetricsLog, ProgressHook, ProgressLines, RunClock, TimeDecay, TimeLimit
 from .loop import Position, amp_dtype_for, cpu_has_native_bf16, train_one_epoch
-from .optim import build_optimizer, build_scheduler, drop_lr_from_next_step, freeze_backbone_body, freeze_step
+from .optim import (
+    build_optimizer,
+    build_scheduler,
+    drop_lr_from_next_step,
+    follow_config_on_resume,
+    freeze_backbone_body,
+    freeze_step,
+)
 from .pretrain import extract_crops, pretrain_backbone
 
 logger = logging.getLogger(__name__)
@@ -157,6 +164,13 @@ def _train(config: Config, resume: str | None, progress: bool, device: torch.dev
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        moved = follow_config_on_resume(scheduler, config.train, state["config"].get("train", {}))
+        if moved and main:
+            logger.info(
+                "lr x0.1 from step %d, lr_drop_at of this run's train.max_steps (the checkpoint's run had it at %d)",
+                moved[1],
+                moved[0],
+            )
         scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema"):
             ema.load_state_dict(state["ema"])

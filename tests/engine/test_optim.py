@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from detector.config import load_config
-from detector.engine.optim import build_optimizer, build_scheduler, drop_lr_from_next_step, freeze_step
+from detector.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    drop_lr_from_next_step,
+    follow_config_on_resume,
+    freeze_step,
+)
 from detector.models import build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -146,6 +152,61 @@ def test_a_drop_brought_forward_sets_the_coming_lr_and_survives_the_state_dict()
     assert fresh.lr_lambdas[0].drop == 8
     fresh.load_state_dict(states[0])
     assert fresh.lr_lambdas[0].drop == 4 and fresh.lr_lambdas[0](4) == pytest.approx(0.1)
+
+
+def _resumed_after_three_steps(drop_forward: bool = False, *overrides: str):
+    """The ten-step schedule (drop at 8) stepped three times, then loaded into a fresh scheduler built from the
+    ten-step config with ``overrides``, as a resumed run does; ``drop_forward``: the clock moved the drop to 4 first."""
+    config, model, optimizer, scheduler = _ten_step_schedule()
+    for step in range(3):
+        optimizer.step()
+        scheduler.step()
+        if drop_forward and step == 2:
+            drop_lr_from_next_step(scheduler)
+    saved = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    resumed = load_config(
+        CONFIGS / "tiny_synthetic.yaml",
+        ["train.warmup_steps=4", "train.max_steps=10", "train.lr_drop_at=0.8", *overrides],
+    )
+    optimizer = build_optimizer(model, model.backbone, resumed.train)
+    scheduler = build_scheduler(optimizer, resumed.train)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    moved = follow_config_on_resume(scheduler, resumed.train, config.to_dict()["train"])
+    return resumed, optimizer, scheduler, moved
+
+
+def test_a_resume_with_more_steps_moves_the_drop_to_the_new_length():
+    """Resumed at step 3 with max_steps 20: the drop moves from int(0.8 * 10) = 8 to int(0.8 * 20) = 16."""
+    config, optimizer, scheduler, moved = _resumed_after_three_steps(False, "train.max_steps=20")
+    assert moved == (8, 16) and all(s.drop == 16 for s in scheduler.lr_lambdas)
+    seen = []
+    for _ in range(3, 18):  # steps 3..17
+        seen.append(optimizer.param_groups[0]["lr"] / config.train.lr)
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([1.0] * 13 + [0.1] * 2)  # warm-up done at step 3 ((3 + 1) / 4); x0.1 from 16
+    assert scheduler.state_dict()["lr_lambdas"][0]["drop"] == 16  # the next checkpoint keeps it
+
+
+def test_a_resume_with_a_drop_already_passed_trains_its_next_step_at_the_dropped_lr():
+    """Resumed at step 3 with lr_drop_at 0.2 (drop at 2): step 3 itself, whose lr was set before the checkpoint,
+    trains at x0.1."""
+    config, optimizer, scheduler, moved = _resumed_after_three_steps(False, "train.lr_drop_at=0.2")
+    assert moved == (8, 2)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+        [config.train.lr * 0.1] * len(optimizer.param_groups)
+    )
+    assert scheduler.get_last_lr() == pytest.approx([config.train.lr * 0.1] * len(optimizer.param_groups))
+
+
+def test_a_drop_the_clock_brought_forward_stays_on_resume():
+    """The clock moved the drop to 4; resumed with max_steps 20, it stays at 4; with an unchanged schedule nothing
+    moves either."""
+    _, _, scheduler, moved = _resumed_after_three_steps(True, "train.max_steps=20")
+    assert moved is None and scheduler.lr_lambdas[0].drop == 4
+    _, _, scheduler, moved = _resumed_after_three_steps(False)
+    assert moved is None and scheduler.lr_lambdas[0].drop == 8
 
 
 def test_freeze_step_is_the_fraction_of_max_steps_or_never():

@@ -166,6 +166,27 @@ def test_a_resumed_run_keeps_its_clock_for_the_time_cap_and_the_lr_drop_by_time(
     assert all(lr == pytest.approx(initial * 0.1) for lr, initial in lrs(tmp_path / "c" / "checkpoint_0000005.pth"))
 
 
+def test_a_run_resumed_to_train_longer_drops_its_lr_at_the_new_length(data_root, tmp_path):
+    """Four steps with the drop at int(1.0 * 4) = 4, i.e. never; resumed from its end with max_steps 8 and
+    lr_drop_at 0.75: the drop moves to step index int(0.75 * 8) = 6 (the old one, 4, would have made every resumed
+    step x0.1)."""
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml", _overrides(data_root, tmp_path, "train.max_steps=4"))
+    train(replace(config, train=replace(config.train, eval_every=-1)), progress=False)
+    assert load_checkpoint(tmp_path / "last.pth")["scheduler"]["lr_lambdas"][0]["drop"] == 4
+    longer = load_config(
+        ROOT / "configs/tiny_synthetic.yaml",
+        _overrides(data_root, tmp_path, "train.max_steps=8", "train.lr_drop_at=0.75", "train.eval_every=-1"),
+    )
+    train(longer, resume="auto", progress=False)
+    state = load_checkpoint(tmp_path / "last.pth")
+    assert state["position"]["step"] == 8 and state["scheduler"]["lr_lambdas"][0]["drop"] == 6
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # a row's lr is the one the scheduler set after its step, for the next: rows 5..8 hold indices 5..8's
+    lr = {r["step"]: r["lr"] for r in rows if "lr" in r and r["step"] > 4}
+    base = longer.train.lr
+    assert [lr[step] for step in (5, 6, 7, 8)] == pytest.approx([base, base * 0.1, base * 0.1, base * 0.1])
+
+
 def test_corrupted_and_foreign_checkpoints_are_refused(data_root, tmp_path):
     config = load_config(
         ROOT / "configs/tiny_synthetic.yaml",
