@@ -16,6 +16,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent / "inference"))
 from inference_helpers import pattern_image, save_random_checkpoint
 
+from detector import app
 from detector.app import DetectionSession, box_from_clicks, parse_box
 from detector.inference.predictor import Predictor
 
@@ -46,16 +47,20 @@ def test_boxes_from_text_and_clicks():
     assert box_from_clicks([(5, 6)]) == "5, 6"
 
 
-def test_a_run_gives_the_predictors_detections_and_the_threshold_redraws_without_it(predictor, files):
+def test_a_run_gives_the_predictors_detections_and_the_threshold_redraws_without_it(predictor, files, monkeypatch):
+    # an untrained model scores every object under the page's 0.05: keep them all, so that there is something to
+    # redraw (with none, every count below would be 0 == 0)
+    monkeypatch.setattr(app, "KEEP_SCORE", 0.0)
     targets, _ = files
     query = pattern_image(50, 60, 1)
     session = DetectionSession()
     session.run(predictor, query, "5, 5, 45, 40", targets)
     for name, det in zip(targets, session.detections):
-        expected = predictor.predict(query, name, (5, 5, 45, 40), score_threshold=0.05)
+        expected = predictor.predict(query, name, (5, 5, 45, 40), score_threshold=0.0)
         np.testing.assert_allclose(det["scores"], expected["scores"], atol=1e-6)
     scores = np.concatenate([d["scores"] for d in session.detections])
-    for threshold in (0.05, float(np.median(scores)), 1.0):
+    assert scores.size > 0 and len(np.unique(scores)) > 2
+    for threshold in (0.0, float(np.median(scores)), 1.0):
         results = session.coco_results(threshold)
         assert len(results["detections"]) == int((scores >= threshold).sum())
         assert [p[1].split(": ")[1] for p in session.pictures(threshold)] == [

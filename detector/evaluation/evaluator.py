@@ -221,8 +221,9 @@ def summarise_repeats(per_repeat: list[dict], split: Split, images: int) -> dict
     scalar_keys = [k for k in (per_repeat[0] if per_repeat else {}) if k not in ("repeat", "per_class")]
     for key in scalar_keys:
         values = np.array([row[key] for row in per_repeat], np.float64)
-        result[key] = float(np.nanmean(values)) if values.size else float("nan")
-        result[f"{key}_std"] = float(np.nanstd(values)) if values.size else float("nan")
+        values = values[~np.isnan(values)]  # a repeat where the figure is undefined (no detection above a threshold)
+        result[key] = float(values.mean()) if values.size else float("nan")
+        result[f"{key}_std"] = float(values.std()) if values.size else float("nan")
     per_class: dict[str, dict] = {}
     for name in [*split.seen, *split.unseen]:
         values = [row["per_class"][name]["ap50"] for row in per_repeat if name in row["per_class"]]

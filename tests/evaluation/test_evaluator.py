@@ -1,5 +1,6 @@
 import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from detector.data.episodes import Episode
 from detector.data.query_pool import QueryRecord
 from detector.data.records import Category, DetectionData, ImageRecord
 from detector.data.splits import Split
-from detector.evaluation.evaluator import OneShotEvaluator
+from detector.evaluation.evaluator import OneShotEvaluator, summarise_repeats
 from detector.evaluation.report import console_table
 from detector.evaluation.template_baseline import TemplateMatcher
 
@@ -192,3 +193,22 @@ def test_template_baseline_finds_a_pasted_object():
     best = result["boxes"][np.argmax(result["scores"])]
     np.testing.assert_allclose(best, [50, 100, 80, 124], atol=1)
     assert result["scores"].max() > 0.99
+
+
+def test_repeats_summary_skips_undefined_figures_without_warnings():
+    # precision at a threshold no detection reaches is undefined (nan) in that repeat: the mean and std are over the
+    # repeats where it is defined, and a figure undefined in every repeat stays nan, quietly
+    rows = [
+        {"repeat": r, "per_class": {"dog": {"ap50": ap}}, "unseen_ap50": ap, "unseen_precision@0.6": p, "never": np.nan}
+        for r, (ap, p) in enumerate([(40.0, np.nan), (50.0, 50.0), (60.0, 70.0)])
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = summarise_repeats(rows, SPLIT, images=7)
+    assert out["unseen_ap50"] == pytest.approx(50.0) and out["unseen_ap50_std"] == pytest.approx((200 / 3) ** 0.5)
+    assert out["unseen_precision@0.6"] == pytest.approx(60.0) and out["unseen_precision@0.6_std"] == pytest.approx(10.0)
+    assert np.isnan(out["never"]) and np.isnan(out["never_std"])
+    assert out["per_class"] == {
+        "dog": {"ap50": pytest.approx(50.0), "ap50_std": pytest.approx((200 / 3) ** 0.5), "unseen": True}
+    }
+    assert out["repeats"] == 3 and out["images"] == 7
