@@ -154,6 +154,9 @@ class LossConfig:
     focal_gamma: float = 2.0
     one2many_weight: float = 1.0
     identity_weight: float = 1.0
+    # the identity loss's decoder term (the matched decoder outputs named as the query's class) at this factor of
+    # identity_weight; 0 leaves the features the match score reads unnamed (the query and box terms still train)
+    identity_matched_weight: float = 1.0
     # >0 (needs model.identity_classes): metric learning between each query embedding and the batch's labelled
     # target boxes, its class's boxes the positives (supervised InfoNCE at this temperature); names no class
     query_metric_weight: float = 0.0
@@ -371,6 +374,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.class_logit", lambda v: v in ("linear", "similarity"), "one of linear, similarity"),
     ("loss.proposal_targets", lambda v: v in ("decoder", "all"), "one of decoder, all"),
     ("loss.query_metric_weight", lambda v: v >= 0, "0 (off) or more"),
+    ("loss.identity_matched_weight", lambda v: v >= 0, "0 (off) or more"),
     ("loss.query_metric_temperature", lambda v: v > 0, "positive"),
     ("loss.similarity_weight", lambda v: v >= 0, "0 (off) or more"),
     ("train.stage", lambda v: v in (1, 2), "1 or 2"),

@@ -123,6 +123,7 @@ def build_criterion(config: Config) -> SetCriterion:
         loss.query_metric_weight,
         loss.query_metric_temperature,
         loss.similarity_weight,
+        loss.identity_matched_weight,
     )
 
 

@@ -49,6 +49,7 @@ class SetCriterion(nn.Module):
         query_metric_weight: float = 0.0,
         query_metric_temperature: float = 0.1,
         similarity_weight: float = 0.0,
+        identity_matched_weight: float = 1.0,
     ) -> None:
         """``proposal_targets``: what the dense two-stage proposals learn to find: ``decoder``, the decoder's
         targets (stage 2: the query class's boxes; the official code), or ``all``, every annotated box
@@ -63,7 +64,7 @@ class SetCriterion(nn.Module):
         }
         self.alpha, self.gamma = focal_alpha, focal_gamma
         self.one2many_repeats, self.one2many_weight = one2many_repeats, one2many_weight
-        self.identity_weight = identity_weight
+        self.identity_weight, self.identity_matched_weight = identity_weight, identity_matched_weight
         self.contrastive_weight, self.temperature = contrastive_weight, contrastive_temperature
         self.proposal_targets = proposal_targets
         self.query_metric_weight, self.query_metric_temperature = query_metric_weight, query_metric_temperature
@@ -221,9 +222,10 @@ class SetCriterion(nn.Module):
         return total / max(count, 1)
 
     def identity_losses(self, outputs: DetectorOutput, targets: list[dict], indices: list) -> dict[str, torch.Tensor]:
-        """Unweighted identity cross-entropies: ``query`` (pooled query image), ``matched`` (decoder outputs
-        matched to the query's boxes), ``boxes`` (every target box with a class). Episodes whose query has no
-        class (``query_label`` -1, stage 1) add no ``query`` or ``matched`` term."""
+        """Identity cross-entropies before ``identity_weight``: ``query`` (pooled query image), ``matched`` (decoder
+        outputs matched to the query's boxes, times ``identity_matched_weight``; absent at 0), ``boxes`` (every
+        target box with a class). Episodes whose query has no class (``query_label`` -1, stage 1) add no ``query``
+        or ``matched`` term."""
         identity = outputs.identity
         labels = torch.stack([t["query_label"] for t in targets]).to(identity.query.device)
         terms: dict[str, torch.Tensor] = {}
@@ -232,10 +234,10 @@ class SetCriterion(nn.Module):
             check_labels(labels, identity.query.shape[-1])
             terms["query"] = F.cross_entropy(identity.query[known], labels[known])
             rows = [(b, r.to(labels.device)) for b, (r, _) in enumerate(indices) if known[b] and len(r)]
-            if rows:
+            if rows and self.identity_matched_weight:
                 matched = torch.cat([identity.objects[b, r] for b, r in rows])
                 matched_labels = torch.cat([labels[b].repeat(len(r)) for b, r in rows])
-                terms["matched"] = F.cross_entropy(matched, matched_labels)
+                terms["matched"] = self.identity_matched_weight * F.cross_entropy(matched, matched_labels)
         if identity.boxes is not None:
             box_labels = torch.cat([t["class_labels"] for t in targets]).to(identity.boxes.device)
             if len(box_labels):
