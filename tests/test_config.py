@@ -83,6 +83,7 @@ def test_tiny_stage1_config_trains_the_long_configs_model():
         ("data.cache_mb=-1", "data.cache_mb must be 0"),
         ("loss.query_metric_weight=1", "set model.identity_classes .* or .* loss.query_metric_weight=0"),
         ("loss.query_metric_temperature=0", "loss.query_metric_temperature must be positive"),
+        ("loss.identity_matched_weight=-1", "loss.identity_matched_weight must be 0"),
         ("train.amp=on", "train.amp must be one of auto, off, bf16, fp16"),  # YAML's boolean, named as written
         ("eval.repeats=0", "eval.repeats must be at least 1"),
         ("data.test_size=0", "data.test_size must be at least 32"),

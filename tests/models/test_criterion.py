@@ -57,6 +57,27 @@ def test_identity_terms_are_cross_entropies_of_the_heads_logits():
         criterion.identity_losses(out, targets, [(torch.tensor([1]), torch.tensor([0]))] * 2)
 
 
+def test_identity_matched_weight_scales_or_drops_the_decoder_term_alone():
+    torch.manual_seed(1)
+    identity = IdentityOutput(query=torch.randn(1, 6), objects=torch.randn(1, 4, 6), boxes=torch.randn(2, 6))
+    out = DetectorOutput(torch.zeros(1, 4), torch.rand(1, 4, 4) * 0.2 + 0.4, identity=identity)
+    targets = [{"boxes": torch.zeros(0, 4), "class_labels": torch.tensor([3, 4]), "query_label": torch.tensor(3)}]
+    indices = [(torch.tensor([0, 2]), torch.tensor([0, 1]))]
+    query = F.cross_entropy(identity.query, torch.tensor([3]))
+    matched = F.cross_entropy(identity.objects[0, [0, 2]], torch.tensor([3, 3]))
+    boxes = F.cross_entropy(identity.boxes, torch.tensor([3, 4]))
+    plain = ("model.identity_classes=0", "loss.query_metric_weight=0")
+    for factor in (1.0, 0.5):
+        _, criterion, _ = tiny_detector(*plain, f"loss.identity_matched_weight={factor}")
+        terms = criterion.identity_losses(out, targets, indices)
+        torch.testing.assert_close(terms["matched"], factor * matched)
+        torch.testing.assert_close(terms["query"], query)
+        torch.testing.assert_close(terms["boxes"], boxes)
+    _, criterion, _ = tiny_detector(*plain, "loss.identity_matched_weight=0")
+    terms = criterion.identity_losses(out, targets, indices)
+    assert sorted(terms) == ["boxes", "query"]
+
+
 def test_query_metric_is_a_supervised_infonce_over_the_batch_boxes():
     """Two queries (classes 2 and 7) against three boxes (classes 2, 5, 2), unit features chosen so that every
     cosine is known: query 0 = e0, query 1 = e1; boxes e0, e1, (e0 + e1) / sqrt 2. Temperature 0.5."""
