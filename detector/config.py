@@ -216,7 +216,9 @@ class TrainConfig:
     lr_drop_by_time: bool = False
     clip_grad_norm: float = 0.1
     grad_accum: int = 1
-    amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only)
+    # auto | off | bf16 | fp16 (CUDA only). auto: on CUDA bf16 where supported, else fp16; on a CPU bf16 where it
+    # has bf16 instructions (AVX512-BF16, AMX), else full precision (emulated bf16 is several times slower)
+    amp: str = "auto"
     # torch.compile the backbone and the decoder layers for the training steps (evaluation stays eager); batches
     # are then padded to one fixed grid (data.target_max_size square) so that they compile once; torch >= 2.6
     compile: bool = False

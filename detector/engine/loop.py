@@ -47,13 +47,19 @@ class StepReport:
 Hook = Callable[[StepReport], bool | None]
 
 
-def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+def amp_dtype_for(amp: str, device: torch.device, native_bf16: bool | None = None) -> torch.dtype | None:
     """The autocast dtype of ``train.amp`` on ``device``, None for full precision. On CUDA ``auto`` is bf16
-    where supported, else fp16. Off CUDA only an explicit ``bf16`` autocasts (CPU autocast runs convolutions and
-    matrix products in bf16: fast on CPUs with bf16 instructions, slower on others); ``auto`` is full precision."""
+    where supported, else fp16. Off CUDA (CPU autocast runs convolutions and matrix products in bf16) ``auto`` is
+    bf16 on a CPU with bf16 instructions and full precision elsewhere: emulated bf16 is several times slower than
+    fp32 (9x on an AVX2-only EPYC, README). ``native_bf16``: whether this CPU has them; None reads
+    ``/proc/cpuinfo`` (:func:`cpu_has_native_bf16`; unreadable counts as no). An explicit ``bf16`` autocasts on
+    any CPU."""
     if amp == "off":
         return None
     if device.type != "cuda":
+        if amp == "auto":
+            native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+            return torch.bfloat16 if native else None
         return torch.bfloat16 if amp == "bf16" else None
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16

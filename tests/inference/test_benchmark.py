@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from detector.cli import benchmark
+from detector.engine.loop import cpu_has_native_bf16
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_synthetic.yaml"
 
@@ -26,7 +27,8 @@ def test_benchmark_reports_speed_and_training_precision():
             "train.compile=false",
         ]
     )
-    assert report["device"] == "cpu" and report["train_precision"] == "float32"  # train.amp auto: fp32 on CPU
+    auto = "bfloat16" if cpu_has_native_bf16() else "float32"  # train.amp auto: bf16 only where the CPU has it
+    assert report["device"] == "cpu" and report["train_precision"] == auto
     assert report["target"] == [128, 170] and report["train_batch"] == 2
     figures = {"latency_ms_per_pair", "throughput_pairs_per_s_batch2", "throughput_pairs_per_s_one_call_of_2"}
     figures |= {"train_images_per_s", "peak_rss_mb"}
