@@ -51,9 +51,9 @@ def amp_dtype_for(amp: str, device: torch.device, native_bf16: bool | None = Non
     """The autocast dtype of ``train.amp`` on ``device``, None for full precision. On CUDA ``auto`` is bf16
     where supported, else fp16. Off CUDA (CPU autocast runs convolutions and matrix products in bf16) ``auto`` is
     bf16 on a CPU with bf16 instructions and full precision elsewhere: emulated bf16 is several times slower than
-    fp32 (9x eager, 10x compiled on an AVX2-only EPYC; README). ``native_bf16``: whether this CPU has them; None reads
-    ``/proc/cpuinfo`` (:func:`cpu_has_native_bf16`; unreadable counts as no). An explicit ``bf16`` autocasts on
-    any CPU."""
+    fp32 (9x eager, 10x compiled on an AVX2-only EPYC; README). ``native_bf16``: whether this CPU has them; None
+    reads ``/proc/cpuinfo`` (:func:`cpu_has_native_bf16`; unreadable counts as no). An explicit ``bf16``
+    autocasts on any CPU."""
     if amp == "off":
         return None
     if device.type != "cuda":
