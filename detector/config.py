@@ -197,6 +197,9 @@ class TrainConfig:
     pretrain_max_crops: int = 20_000
     # stage 2: this share of the episodes queries a training class absent from the target (no positive)
     absent_fraction: float = 0.0
+    # stage 2: each target image of a step is searched for this many queries (its other present classes first),
+    # encoded once for all of them: train.batch_size counts target images, a step has batch_size x this queries
+    queries_per_target: int = 1
     # backbone body lr = lr * backbone_lr_scale * layer_decay ** depth-from-the-top; the paper configs use 1.0
     # (the official code has no extra backbone factor), 0.1 is DETR's convention
     backbone_lr_scale: float = 0.1
@@ -339,6 +342,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("data.num_workers", lambda v: v >= 0, "0 or more"),
     ("data.cache_mb", lambda v: v >= 0, "0 (off) or more"),
     ("train.absent_fraction", lambda v: 0.0 <= v < 1.0, "at least 0 and below 1"),
+    ("train.queries_per_target", lambda v: v >= 1, "at least 1"),
     ("model.fusion", lambda v: v in ("indirect", "cross", "misaligned"), "one of indirect, cross, misaligned"),
     (
         "model.backbone.name",

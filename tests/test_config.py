@@ -80,6 +80,7 @@ def test_tiny_stage1_config_trains_the_long_configs_model():
         ("train.max_minutes=-5", "train.max_minutes must be 0"),
         ("train.amp=fp8", "train.amp must be one of auto, off, bf16, fp16"),
         ("train.absent_fraction=1", "train.absent_fraction must be at least 0 and below 1"),
+        ("train.queries_per_target=0", "train.queries_per_target must be at least 1"),
         ("data.cache_mb=-1", "data.cache_mb must be 0"),
         ("loss.query_metric_weight=1", "set model.identity_classes .* or .* loss.query_metric_weight=0"),
         ("loss.query_metric_temperature=0", "loss.query_metric_temperature must be positive"),

@@ -51,7 +51,8 @@ from .common import command
 def _training_batch(config, device: torch.device, grid: tuple[int, int] = (0, 0)) -> Batch:
     """A batch like the training loader's: targets at the config's training sizes (short side cycling through
     ``data.target_sizes``, 4:3 or 3:4, longer side capped at ``target_max_size``), four boxes each, on one
-    padded grid (at least ``grid``); random pixels (speed does not depend on them)."""
+    padded grid (at least ``grid``), each searched for ``train.queries_per_target`` queries; random pixels (speed
+    does not depend on them)."""
     generator = torch.Generator().manual_seed(0)
     data, samples = config.data, []
     for i in range(config.train.batch_size):
@@ -60,16 +61,20 @@ def _training_batch(config, device: torch.device, grid: tuple[int, int] = (0, 0)
         height, width = (short, long) if i % 2 == 0 else (long, short)
         boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.4, 0.1, 0.15], [0.5, 0.7, 0.3, 0.2], [0.2, 0.8, 0.1, 0.1]])
         labels = torch.tensor([1, 1, 2, 3])
-        target = {
-            "boxes": boxes[:2],
-            "all_boxes": boxes,
-            "class_boxes": boxes,
-            "class_labels": labels,
-            "query_label": labels[0],
-        }
         image = torch.randn(3, height, width, generator=generator)
-        query = torch.randn(3, data.query_size, data.query_size, generator=generator)
-        samples.append(Sample(image, query, target, {"size": (height, width)}))
+        group = []
+        for slot in range(config.train.queries_per_target):
+            label = labels[[0, 2, 3][slot % 3]]
+            target = {
+                "boxes": boxes[labels == label],
+                "all_boxes": boxes,
+                "class_boxes": boxes,
+                "class_labels": labels,
+                "query_label": label,
+            }
+            query = torch.randn(3, data.query_size, data.query_size, generator=generator)
+            group.append(Sample(image, query, target, {"size": (height, width)}))
+        samples.append(group if len(group) > 1 else group[0])
     return collate(samples, data.size_divisor, grid).to(device)
 
 

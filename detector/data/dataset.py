@@ -9,6 +9,9 @@ The batch contract (:class:`Batch`):
   normalised by the target image's own (unpadded) width and height; ``all_boxes``: every box the proposals
   learn from; ``class_boxes``/``class_labels``: the boxes whose category id is known, and those ids (for the
   identity loss); ``query_label``: the query's category id, -1 when the query has no class (stage 1).
+- ``target_index``: None, or, when target images have several queries each (training with
+  ``train.queries_per_target`` above 1), ``(Q,)``: the target row of each query row; the query images,
+  ``targets`` and ``meta`` then have ``Q`` rows and the target images ``B < Q``.
 - ``meta[b]``: ``episode`` (the index of the episode in the data set's list), ``image_id``,
   ``category_id``, ``orig_size`` ``(H0, W0)`` of the image file, ``size`` ``(h, w)`` after resizing,
   ``present``, ``repeat``.
@@ -53,6 +56,8 @@ class Batch:
     query_masks: torch.Tensor
     targets: list[dict[str, torch.Tensor]]
     meta: list[dict]
+    # (Q,) int64: the target row each query row searches, when a target has several queries (None: row b, row b)
+    target_index: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -62,14 +67,27 @@ class Batch:
             self.query_masks.to(device, non_blocking=True),
             [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in self.targets],
             self.meta,
+            None if self.target_index is None else self.target_index.to(device, non_blocking=True),
         )
 
     def __len__(self) -> int:
+        """The number of target images."""
         return self.target_images.shape[0]
 
     def image_sizes(self) -> torch.Tensor:
-        """``(B, 2)``: each target's unpadded ``(height, width)``, on the batch's device."""
+        """``(Q, 2)``: the unpadded ``(height, width)`` of the target each query row searches, on the batch's
+        device."""
         return torch.tensor([m["size"] for m in self.meta], device=self.target_images.device)
+
+    def target_sizes(self) -> torch.Tensor:
+        """``(B, 2)``: each target image's unpadded ``(height, width)`` (:meth:`image_sizes` when every target
+        has one query)."""
+        sizes = self.image_sizes()
+        if self.target_index is None:
+            return sizes
+        out = sizes.new_zeros((len(self), 2))
+        out[self.target_index] = sizes
+        return out
 
 
 def xyxy_to_normalized_cxcywh(boxes: np.ndarray, width: int, height: int) -> torch.Tensor:
@@ -147,40 +165,53 @@ class EpisodeDataset(Dataset):
         epoch = getattr(self.episodes, "epoch", 0)
         return int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
-    def load(self, index: int, seed: int) -> Sample:
-        episode = self.episodes[index]
-        record = self.data.images[episode.image_index]
+    def load(self, index: int, seed: int) -> Sample | list[Sample]:
+        """The sample of episode ``index``, its augmentation drawn from ``seed``; for a group of episodes on one
+        target image (:meth:`~.episodes.TrainEpisodeSampler.group`), one sample per episode, sharing one
+        augmented target image (one tensor), each with its own query and positives."""
+        group = self.episodes[index]
+        episodes = group if isinstance(group, tuple) else (group,)
+        first = episodes[0]
+        if any(e.image_index != first.image_index for e in episodes):
+            raise ValueError(f"the episodes of group {index} are on different target images")
+        record = self.data.images[first.image_index]
         image = self.read(record.path)
-        boxes = self.targets(record, episode)
+        boxes = self.targets(record, first)
         # the transform carries row numbers as labels, so that every property of a surviving box follows it
         out = self.target_transform(image, boxes.boxes, np.arange(len(boxes.boxes)), seed)
         rows = out.labels
-        labels, positive = boxes.labels[rows], boxes.positive[rows]
-        objects = boxes.objects[rows] if boxes.objects is not None else None
         h, w = out.image.shape[:2]
-        query = self.query_transform(self.read(episode.query.path), episode.query.box, seed + 1)
+        target_image = to_tensor(out.image)
         all_boxes = xyxy_to_normalized_cxcywh(out.boxes, w, h)
-        known = torch.as_tensor(labels >= 0)
-        target = {
-            "boxes": all_boxes[torch.as_tensor(positive)],
-            "all_boxes": all_boxes,
-            "class_boxes": all_boxes[known],
-            "class_labels": torch.as_tensor(labels, dtype=torch.int64)[known],
-            "query_label": torch.tensor(-1 if episode.category_id is None else episode.category_id),
-        }
-        if objects is not None:
-            target["object_boxes"] = all_boxes[torch.as_tensor(objects)]
-            target["object_labels"] = torch.as_tensor(labels, dtype=torch.int64)[torch.as_tensor(objects)]
-        meta = {
-            "episode": index,
-            "image_id": record.image_id,
-            "category_id": episode.category_id,
-            "orig_size": (image.shape[0], image.shape[1]),
-            "size": (h, w),
-            "present": episode.present,
-            "repeat": episode.repeat,
-        }
-        return Sample(to_tensor(out.image), to_tensor(query), target, meta)
+        samples = []
+        for slot, episode in enumerate(episodes):
+            if slot:
+                boxes = self.targets(record, episode)
+            labels, positive = boxes.labels[rows], boxes.positive[rows]
+            objects = boxes.objects[rows] if boxes.objects is not None else None
+            query = self.query_transform(self.read(episode.query.path), episode.query.box, seed + 1 + slot)
+            known = torch.as_tensor(labels >= 0)
+            target = {
+                "boxes": all_boxes[torch.as_tensor(positive)],
+                "all_boxes": all_boxes,
+                "class_boxes": all_boxes[known],
+                "class_labels": torch.as_tensor(labels, dtype=torch.int64)[known],
+                "query_label": torch.tensor(-1 if episode.category_id is None else episode.category_id),
+            }
+            if objects is not None:
+                target["object_boxes"] = all_boxes[torch.as_tensor(objects)]
+                target["object_labels"] = torch.as_tensor(labels, dtype=torch.int64)[torch.as_tensor(objects)]
+            meta = {
+                "episode": index,
+                "image_id": record.image_id,
+                "category_id": episode.category_id,
+                "orig_size": (image.shape[0], image.shape[1]),
+                "size": (h, w),
+                "present": episode.present,
+                "repeat": episode.repeat,
+            }
+            samples.append(Sample(target_image, to_tensor(query), target, meta))
+        return samples if isinstance(group, tuple) else samples[0]
 
 
 class SkipUnreadable(Dataset):
@@ -195,7 +226,7 @@ class SkipUnreadable(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> Sample | list[Sample]:
         for attempt in range(self.max_skips + 1):
             position = (index + attempt) % len(self.dataset)
             try:
@@ -222,12 +253,22 @@ def pad_to_grid(images: list[torch.Tensor], height: int, width: int) -> tuple[to
     return batch, masks
 
 
-def collate(samples: list[Sample], size_divisor: int = 32, min_grid: tuple[int, int] = (0, 0)) -> Batch:
+def collate(samples: list[Sample | list[Sample]], size_divisor: int = 32, min_grid: tuple[int, int] = (0, 0)) -> Batch:
     """Put targets and queries of a batch on one common grid (see the module docstring), at least ``min_grid``
-    ``(H, W)`` pixels: a fixed grid gives every batch the same shape (what a compiled model wants)."""
-    shapes = [s.target_image.shape[1:] for s in samples] + [s.query_image.shape[1:] for s in samples]
+    ``(H, W)`` pixels: a fixed grid gives every batch the same shape (what a compiled model wants).
+
+    An item that is a list of samples (episodes on one target image) adds its target image once and each of its
+    queries as a row: the batch then has fewer target rows than query rows, and ``target_index`` says which
+    target each query row searches."""
+    groups = [s if isinstance(s, list) else [s] for s in samples]
+    flat = [s for group in groups for s in group]
+    images = [group[0].target_image for group in groups]
+    shapes = [i.shape[1:] for i in images] + [s.query_image.shape[1:] for s in flat]
     height = math.ceil(max(max(h for h, _ in shapes), min_grid[0]) / size_divisor) * size_divisor
     width = math.ceil(max(max(w for _, w in shapes), min_grid[1]) / size_divisor) * size_divisor
-    targets, target_masks = pad_to_grid([s.target_image for s in samples], height, width)
-    queries, query_masks = pad_to_grid([s.query_image for s in samples], height, width)
-    return Batch(targets, target_masks, queries, query_masks, [s.target for s in samples], [s.meta for s in samples])
+    targets, target_masks = pad_to_grid(images, height, width)
+    queries, query_masks = pad_to_grid([s.query_image for s in flat], height, width)
+    index = None
+    if len(flat) != len(groups):
+        index = torch.tensor([g for g, group in enumerate(groups) for _ in group])
+    return Batch(targets, target_masks, queries, query_masks, [s.target for s in flat], [s.meta for s in flat], index)

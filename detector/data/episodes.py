@@ -42,15 +42,31 @@ class TrainEpisodeSampler:
     ``absent_fraction``: that share of the episodes (drawn per episode) queries a training class that is not in
     the target image instead, uniformly among those with exemplars: the episode has no positive, so every
     detection is a false one and the model learns to look at the query rather than at what it has seen.
+
+    ``queries_per_target`` ``k > 1``: each visit of a target image is a group of ``k`` episodes on that image
+    (:meth:`group`), so one encoding of the target serves ``k`` queries. The first is :meth:`episode`'s (the same
+    as with ``k = 1``); the others take the image's other present classes first, without repeats (drawn with the
+    same inverse-frequency weights), then, once every present class has a query, present classes again with
+    other exemplars. The same image asked for different classes, each answer its own boxes, is the lesson that
+    the query decides what is found.
     """
 
     def __init__(
-        self, data: DetectionData, pool: QueryPool, class_ids: set[int], seed: int = 0, absent_fraction: float = 0.0
+        self,
+        data: DetectionData,
+        pool: QueryPool,
+        class_ids: set[int],
+        seed: int = 0,
+        absent_fraction: float = 0.0,
+        queries_per_target: int = 1,
     ) -> None:
         if not 0.0 <= absent_fraction < 1.0:
             raise ValueError(f"absent_fraction must be in [0, 1); got {absent_fraction}")
+        if queries_per_target < 1:
+            raise ValueError(f"queries_per_target must be at least 1; got {queries_per_target}")
         self.data, self.pool, self.seed = data, pool, seed
         self.absent_fraction = absent_fraction
+        self.queries_per_target = queries_per_target
         self.class_ids = set(class_ids)
         self.eligible: list[int] = []
         self.present: list[list[int]] = []
@@ -99,6 +115,23 @@ class TrainEpisodeSampler:
         weights = np.array([1.0 / self.frequency[c] for c in classes])
         category = classes[int(rng.choice(len(classes), p=weights / weights.sum()))]
         return Episode(image_index, category, self._draw_query(category, image_index, rng))
+
+    def group(self, epoch: int, index: int) -> tuple[Episode, ...]:
+        """The ``queries_per_target`` episodes of visit ``(epoch, index)``, all on one target image (see the class
+        docstring); a pure function of the seed, like :meth:`episode`."""
+        first = self.episode(epoch, index)
+        episodes = [first]
+        slot = int(self.order(epoch)[index % len(self.eligible)])
+        classes = self.present[slot]
+        used = {first.category_id} if first.present else set()
+        for extra in range(1, self.queries_per_target):
+            rng = np.random.default_rng([self.seed, epoch, index, extra])
+            fresh = [c for c in classes if c not in used] or classes
+            weights = np.array([1.0 / self.frequency[c] for c in fresh])
+            category = fresh[int(rng.choice(len(fresh), p=weights / weights.sum()))]
+            used.add(category)
+            episodes.append(Episode(first.image_index, category, self._draw_query(category, first.image_index, rng)))
+        return tuple(episodes)
 
     def _draw_query(self, category_id: int, image_index: int, rng: np.random.Generator) -> QueryRecord:
         candidates = self.pool.for_class(category_id)
@@ -168,7 +201,11 @@ class EpochEpisodes(Sequence):
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __getitem__(self, index: int) -> Episode:
+    def __getitem__(self, index: int) -> Episode | tuple[Episode, ...]:
+        """Episode ``index``; a tuple of episodes on one target image where the sampler has ``queries_per_target``
+        above 1 (:meth:`TrainEpisodeSampler.group`)."""
+        if getattr(self.sampler, "queries_per_target", 1) > 1:
+            return self.sampler.group(self.epoch, index)
         return self.sampler.episode(self.epoch, index)
 
 

@@ -87,8 +87,9 @@ def compute_losses(
         batch.target_masks,
         batch.query_images,
         batch.query_masks,
-        batch.image_sizes(),
+        batch.target_sizes(),
         class_boxes=[t["class_boxes"] for t in batch.targets],
+        target_index=batch.target_index,
     )
     if not (torch.isfinite(outputs.logits).all() and torch.isfinite(outputs.boxes).all()):
         raise FloatingPointError("the model's outputs are not finite (its weights or this batch's images)")

@@ -66,9 +66,17 @@ def build_episode_source(
     """The episodes of ``train.stage`` and the target builder that goes with them: stage 1, crops of the
     target image as queries (the crop is the positive); stage 2, one-shot episodes on the seen classes."""
     if config.train.stage == 1:
+        if config.train.queries_per_target > 1:
+            raise ValueError(
+                "train.queries_per_target applies to stage 2 (one-shot episodes); stage 1's query is a crop of its "
+                "own target: set train.queries_per_target=1"
+            )
         official = config.train.stage1_recipe == "official"
         return SelfQueryEpisodes(data.data, config.train.seed, official), SelfQueryTargets(objects=official)
-    sampler = TrainEpisodeSampler(data.data, data.pool, data.class_ids, config.train.seed, config.train.absent_fraction)
+    train = config.train
+    sampler = TrainEpisodeSampler(
+        data.data, data.pool, data.class_ids, train.seed, train.absent_fraction, train.queries_per_target
+    )
     return sampler, OneShotTargets()
 
 

@@ -86,10 +86,14 @@ class TargetEncoding:
             return self
         if self.features.shape[0] != 1:
             raise ValueError(f"cannot pair {self.features.shape[0]} targets with {batch} queries; give 1 or {batch}")
-        return TargetEncoding(*(t.expand(batch, *t.shape[1:]) for t in dataclasses.astuple(self)))
+        return TargetEncoding(*(t.expand(batch, *t.shape[1:]) for t in self._tensors()))
 
-    def rows(self, index: slice | list[int]) -> TargetEncoding:
-        return TargetEncoding(*(t[index] for t in dataclasses.astuple(self)))
+    def rows(self, index: slice | list[int] | torch.Tensor) -> TargetEncoding:
+        return TargetEncoding(*(t[index] for t in self._tensors()))
+
+    def _tensors(self) -> list[torch.Tensor]:
+        # (not dataclasses.astuple: it deep-copies, which tensors inside an autograd graph refuse)
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
 
 @dataclass
@@ -254,17 +258,23 @@ class IADETR(nn.Module):
         query_masks: torch.Tensor,
         image_sizes: torch.Tensor,
         class_boxes: list[torch.Tensor] | None = None,
+        target_index: torch.Tensor | None = None,
     ) -> DetectorOutput:
         """Args:
             target_images ``(B, 3, H, W)``, target_masks ``(B, H, W)`` (``True`` = padding);
             query_images ``(B, 3, H, W)`` or ``(B, k, 3, H, W)`` on the same grid, query_masks likewise;
             image_sizes ``(B, 2)``: each target's unpadded ``(height, width)`` in pixels;
-            class_boxes: training only, for the identity head: per target the ``cxcywh`` boxes (normalised)
-            whose class is known.
+            class_boxes: training only, for the identity head: per query row the ``cxcywh`` boxes (normalised)
+            of its target whose class is known;
+            target_index: ``(Q,)``, the target row each of ``Q`` query rows searches (several queries per
+            target: each target is encoded once, its encoding shared by its queries, and the outputs have ``Q``
+            rows); None pairs row ``b`` with row ``b``.
 
         The composition of :meth:`encode_target`, :meth:`encode_query` and :meth:`decode`.
         """
         target = self.encode_target(target_images, target_masks, image_sizes)
+        if target_index is not None:
+            target = target.rows(target_index)
         return self.decode(self.encode_query(query_images, query_masks), target, class_boxes)
 
     def decode(

@@ -131,3 +131,41 @@ def test_cached_images_give_the_same_samples(synthetic_root, tmp_path):
             assert torch.equal(a.target_image, b.target_image) and torch.equal(a.query_image, b.query_image)
             assert all(torch.equal(a.target[k], b.target[k]) for k in a.target)
     assert cache.misses == len(cache) <= 12 and cache.hits >= 12
+
+
+def test_a_group_of_queries_shares_one_augmented_target_and_collates_with_a_target_index(synthetic_root, tmp_path):
+    root = _linked_root(synthetic_root, tmp_path)
+    config = DataConfig(dataset="synthetic", root=str(root.parent), split=1)
+    data = load_dataset(config, "train")
+    split = split_for(config, data.class_names())
+    train = seen_only(data, split)
+    pool = QueryPool.from_data(train, 8)
+    seen = {train.category(n).id for n in split.seen}
+    sampler = TrainEpisodeSampler(train, pool, seen, 0, queries_per_target=2)
+    transforms = (TargetTransform(True, [128, 160], 192, 160), QueryTransform(True, 64))
+    grouped = EpisodeDataset(train, EpochEpisodes(sampler, 0), *transforms, 0)
+    single = _dataset(root)  # the same seed and transforms, one query per target
+    index = next(i for i in range(len(grouped)) if len({e.category_id for e in sampler.group(0, i)}) == 2)
+    samples = grouped[index]
+    assert len(samples) == 2 and samples[0].target_image is samples[1].target_image  # augmented once
+    # the first query's sample is the one-query data set's sample of that episode
+    alone = single[index]
+    assert torch.equal(samples[0].target_image, alone.target_image)
+    assert torch.equal(samples[0].query_image, alone.query_image)
+    for key in alone.target:
+        assert torch.equal(samples[0].target[key], alone.target[key]), key
+    for sample in samples:  # each query's positives are the boxes of its own class
+        target = sample.target
+        assert torch.equal(target["all_boxes"], samples[0].target["all_boxes"])
+        own = target["class_labels"] == sample.meta["category_id"]
+        assert own.any() and torch.equal(target["boxes"], target["class_boxes"][own])
+        assert int(target["query_label"]) == sample.meta["category_id"]
+    other = next(i for i in range(len(grouped)) if i != index)
+    batch = collate([samples, grouped[other]])
+    assert batch.target_images.shape[0] == 2 and len(batch) == 2
+    assert batch.query_images.shape[0] == 4 and len(batch.targets) == len(batch.meta) == 4
+    assert batch.target_index.tolist() == [0, 0, 1, 1]
+    sizes = torch.tensor([samples[0].meta["size"], grouped[other][0].meta["size"]])
+    assert torch.equal(batch.target_sizes(), sizes)
+    assert torch.equal(batch.image_sizes(), sizes[batch.target_index])
+    assert collate([alone, single[other]]).target_index is None  # one query each: rows pair up

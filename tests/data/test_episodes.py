@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from detector.data.coco import load_coco
 from detector.data.episodes import TrainEpisodeSampler, evaluation_episodes, evaluation_queries
@@ -162,3 +163,36 @@ def test_official_crop_sides_by_hand():
     assert {h for _, _, _, h in draws} == set(range(8, 13))
     assert all(0 <= x < 40 - w and 0 <= y < 20 - h for x, y, w, h in draws)
     assert official_crop(12, 5, rng)[2:] == (8, 5)  # narrow sides: 8 px, or the whole side below 8
+
+
+def test_groups_of_queries_take_the_images_other_classes_first_then_other_exemplars(synthetic_root):
+    train, pool, seen_ids, _ = _train(synthetic_root)
+    single = TrainEpisodeSampler(train, pool, seen_ids, seed=4)
+    grouped = TrainEpisodeSampler(train, pool, seen_ids, seed=4, queries_per_target=3)
+    saw_distinct = saw_repeat = False
+    for epoch in range(2):
+        for index in range(len(grouped)):
+            group = grouped.group(epoch, index)
+            assert len(group) == 3
+            assert group[0] == single.episode(epoch, index)  # the first query is the one-query sampler's
+            image = train.images[group[0].image_index]
+            present = sorted(image.classes() & seen_ids)
+            for episode in group:
+                assert episode.image_index == group[0].image_index and episode.present
+                assert episode.category_id in present
+                assert episode.query.category_id == episode.category_id
+                assert episode.query.image_id != image.image_id
+            classes = [e.category_id for e in group]
+            usable = [c for c in present if (pool.image_ids(c) != image.image_id).any()]
+            # as many distinct classes as the image has, up to the group's size
+            assert len(set(classes)) == min(3, len(usable))
+            saw_distinct |= len(set(classes)) > 1
+            saw_repeat |= len(set(classes)) < 3
+    assert saw_distinct and saw_repeat
+    again = TrainEpisodeSampler(train, pool, seen_ids, seed=4, queries_per_target=3)
+    assert [again.group(1, i) for i in range(10)] == [grouped.group(1, i) for i in range(10)]
+    # what a data loader indexes: groups where the sampler has several queries, single episodes otherwise
+    assert grouped.epoch(1)[5] == grouped.group(1, 5)
+    assert single.epoch(1)[5] == single.episode(1, 5)
+    with pytest.raises(ValueError, match="queries_per_target must be at least 1"):
+        TrainEpisodeSampler(train, pool, seen_ids, queries_per_target=0)

@@ -265,6 +265,18 @@ def test_torchrun_two_processes_keep_replicas_identical(data_root, tmp_path):
     assert 0 < load_checkpoint(tmp_path / "last.pth")["position"]["seconds"] < 600 * 60
 
 
+def test_several_queries_per_target_train_each_target_once_per_step(data_root, tmp_path):
+    extra = ("train.queries_per_target=2", "train.max_steps=3", "train.batch_size=2", "train.eval_every=-1")
+    config = load_config(ROOT / "configs/tiny_synthetic.yaml", _overrides(data_root, tmp_path, *extra))
+    summary = train(config, progress=False)
+    assert summary["steps"] == 3 and summary["epochs"] == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    stage1 = replace(config, train=replace(config.train, stage=1))
+    with pytest.raises(ValueError, match="train.queries_per_target applies to stage 2"):
+        train(stage1, progress=False)
+
+
 @pytest.mark.parametrize("recipe", ["official", "crop_only"])
 def test_stage1_self_supervised_then_stage2_from_it(data_root, tmp_path, recipe):
     stage1 = load_config(

@@ -244,3 +244,38 @@ def test_the_official_options_together_train_and_split_into_encode_and_decode(co
         split = model.decode(query, target)
     torch.testing.assert_close(split.logits, whole.logits)
     torch.testing.assert_close(split.boxes, whole.boxes)
+
+
+def test_several_queries_per_target_equal_the_target_repeated_per_query_outputs_and_gradients():
+    """Encoding each target once for its queries (``target_index``) is the same network as giving each query its
+    own copy of the target: the same outputs and losses, and the same gradients (the copies' gradients sum)."""
+    model, criterion, _ = tiny_detector()
+    model.train()
+    (targets, target_masks, queries, query_masks, sizes), labels = detector_batch(b=2, size=128, query=48)
+    index = torch.tensor([0, 1, 1, 0])
+    torch.manual_seed(5)
+    queries = torch.cat([queries, queries.flip(-1)])  # four queries, two per target
+    query_masks = torch.cat([query_masks, query_masks])
+    episodes = [labels[i] for i in index.tolist()]
+    results = []
+    for shared in (True, False):
+        model.zero_grad()
+        if shared:
+            inputs = (targets, target_masks, queries, query_masks, sizes)
+            outputs = model(*inputs, class_boxes=[t["class_boxes"] for t in episodes], target_index=index)
+        else:
+            inputs = (targets[index], target_masks[index], queries, query_masks, sizes[index])
+            outputs = model(*inputs, class_boxes=[t["class_boxes"] for t in episodes])
+        loss = criterion(outputs, episodes)["loss"]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((outputs, loss.detach(), grads))
+    (shared, shared_loss, shared_grads), (copies, copies_loss, copies_grads) = results
+    assert shared.logits.shape == (4, model.num_queries)
+    torch.testing.assert_close(shared.logits, copies.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared.boxes, copies.boxes, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared_loss, copies_loss, atol=1e-5, rtol=1e-4)
+    assert shared_grads.keys() == copies_grads.keys()
+    assert any(name.startswith("backbone.") for name in shared_grads)
+    for name in shared_grads:
+        torch.testing.assert_close(shared_grads[name], copies_grads[name], atol=1e-5, rtol=1e-3, msg=name)
