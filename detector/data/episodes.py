@@ -150,6 +150,8 @@ class SelfQueryEpisodes:
     px to the side minus 8 px, the position uniform (the official code's); else 10-40% of the shorter side,
     aspect 1:2 to 2:1. Seeded per ``(epoch, index)`` like :class:`TrainEpisodeSampler`."""
 
+    queries_per_target = 1  # one crop per target (train.queries_per_target is stage 2's)
+
     def __init__(self, data: DetectionData, seed: int = 0, official: bool = True) -> None:
         self.data, self.seed, self.official = data, seed, official
         self.eligible = list(range(len(data.images)))
@@ -204,7 +206,7 @@ class EpochEpisodes(Sequence):
     def __getitem__(self, index: int) -> Episode | tuple[Episode, ...]:
         """Episode ``index``; a tuple of episodes on one target image where the sampler has ``queries_per_target``
         above 1 (:meth:`TrainEpisodeSampler.group`)."""
-        if getattr(self.sampler, "queries_per_target", 1) > 1:
+        if self.sampler.queries_per_target > 1:
             return self.sampler.group(self.epoch, index)
         return self.sampler.episode(self.epoch, index)
 
