@@ -382,7 +382,8 @@ def test_a_diverging_run_stops_before_any_checkpoint_holds_non_finite_weights(da
             assert torch.isfinite(tensor.float()).all(), f"{path.name}: {name}"
 
 
-def test_autocast_dtype_of_each_amp_setting_and_the_cpu_bf16_check(tmp_path):
+def test_autocast_dtype_of_each_amp_setting_and_the_cpu_bf16_check(tmp_path, monkeypatch):
+    from detector.engine import loop
     from detector.engine.loop import amp_dtype_for, cpu_has_native_bf16
 
     cpu = torch.device("cpu")
@@ -391,9 +392,11 @@ def test_autocast_dtype_of_each_amp_setting_and_the_cpu_bf16_check(tmp_path):
     # auto: bf16 only on a CPU that computes it in hardware (emulated bf16 is several times slower than fp32)
     assert amp_dtype_for("auto", cpu, native_bf16=True) == torch.bfloat16
     assert amp_dtype_for("auto", cpu, native_bf16=False) is None
-    assert amp_dtype_for("auto", cpu, native_bf16=None) is None  # unknown (not Linux): full precision
     expected = torch.bfloat16 if cpu_has_native_bf16() else None  # without the flag: this machine's /proc/cpuinfo
-    assert amp_dtype_for("auto", cpu) == expected
+    assert amp_dtype_for("auto", cpu) == expected and amp_dtype_for("auto", cpu, native_bf16=None) == expected
+    with monkeypatch.context() as patch:  # the flags cannot be read (not Linux): full precision
+        patch.setattr(loop, "cpu_has_native_bf16", lambda: None)
+        assert amp_dtype_for("auto", cpu) is None
     assert amp_dtype_for("fp16", cpu) is None  # CUDA-only
     zen4 = tmp_path / "zen4"
     zen4.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n")
